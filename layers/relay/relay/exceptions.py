@@ -1,0 +1,199 @@
+"""One error language for the relay: every failure is a RelayError with a code a user can read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+REQUEST_ID_HEADERS = ("x-correlation-id", "x-request-id", "request-id", "x-ads-request-id")
+
+
+class RelayError(Exception):
+    """Base error. `code` is what lands in the object's `relay-error` tag and in the record."""
+
+    code: str = "RelayError"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class ConfigurationError(RelayError):
+    """A setting or a secret is missing or malformed; names the field, never its value."""
+
+    code = "ConfigurationError"
+
+
+class InvalidUploadError(RelayError):
+    """The uploaded object cannot become an attachment (bad key, bad metadata)."""
+
+    code = "InvalidUpload"
+
+
+class UnsafeLocationError(RelayError):
+    """A vendor named an upload host that is not allowed to receive the bearer token."""
+
+    code = "UnsafeLocation"
+
+
+class VendorError(RelayError):
+    """A vendor API answered with an error, or could not be reached."""
+
+    code = "VendorError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: str | None = None,
+        target: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.http_status = http_status
+        self.target = target
+        self.details = details or []
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.body = body
+        self.gave_up: str | None = None
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.http_status} " if self.http_status else ""
+        text = f"{status}{self.code}: {self.message}"
+        if self.target:
+            text += f" (target: {self.target})"
+        if self.request_id:
+            text += f" [request id {self.request_id}]"
+        if self.gave_up:
+            text += f"; gave up: {self.gave_up}"
+        return text
+
+
+class AuthenticationError(VendorError):
+    code = "Unauthorized"
+
+
+class PermissionDeniedError(VendorError):
+    code = "Forbidden"
+
+
+class NotFoundError(VendorError):
+    code = "NotFound"
+
+
+class InvalidRequestError(VendorError):
+    code = "InvalidRequest"
+
+
+class TooLargeError(VendorError):
+    code = "RequestTooLarge"
+
+
+class RateLimitedError(VendorError):
+    code = "RateLimited"
+    retryable = True
+
+
+class ServerError(VendorError):
+    code = "ServerError"
+    retryable = True
+
+
+class VendorConnectionError(VendorError):
+    """Timeouts, refused or reset connections: no HTTP answer at all."""
+
+    code = "ConnectionError"
+    retryable = True
+
+
+_BY_STATUS: dict[int, type[VendorError]] = {
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: TooLargeError,
+    429: RateLimitedError,
+}
+
+
+def error_class_for(status: int) -> type[VendorError]:
+    """The one mapping from an HTTP status to an error class."""
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return InvalidRequestError
+    return VendorError
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `retry-after` header; HTTP dates and junk count as absent."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+def _error_fields(body: object) -> tuple[str | None, str | None, str | None, list[dict[str, Any]]]:
+    """Pull code, message, target and details from the vendor error shapes we know."""
+    if not isinstance(body, dict):
+        return None, None, None, []
+    err = body.get("error")
+    if isinstance(err, dict):  # iTwin: {"error": {code, message, target?, details?}}
+        details = err.get("details")
+        return (
+            _str_or_none(err.get("code")),
+            _str_or_none(err.get("message")),
+            _str_or_none(err.get("target")),
+            [d for d in details if isinstance(d, dict)] if isinstance(details, list) else [],
+        )
+    if isinstance(err, str):  # OAuth: {"error": "invalid_grant", "error_description": ...}
+        return err, _str_or_none(body.get("error_description")), None, []
+    # APS: {"developerMessage", "errorCode"} or {"code", "message"} or {"title", "detail"}
+    code = body.get("errorCode") or body.get("code") or body.get("title")
+    message = body.get("developerMessage") or body.get("message") or body.get("detail") or body.get("reason")
+    return _str_or_none(code), _str_or_none(message), None, []
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def error_from_response(status: int, body: bytes | str | None, headers: Mapping[str, str] | None = None) -> VendorError:
+    """Map an error response to a VendorError; a missing or malformed body still maps cleanly."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    parsed: object = None
+    if text.strip():
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+    code, message, target, details = _error_fields(parsed)
+    cls = error_class_for(status)
+    request_id = next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None)
+    return cls(
+        message or f"HTTP {status} with no readable error body",
+        http_status=status,
+        code=code or cls.code,
+        target=target,
+        details=details,
+        request_id=request_id,
+        retry_after=parse_retry_after(headers.get("retry-after")),
+        body=text[:2000] or None,
+    )

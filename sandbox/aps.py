@@ -1,0 +1,353 @@
+"""Autodesk APS endpoints: rotating tokens, project lookup, Data Management uploads and BIM 360 RFI attachments."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from sandbox.core import Reply, Request, route
+from sandbox.store import ApsItem, ApsUpload, RfiAttachment, now_iso
+
+MAX_URLS = 25
+SIGNING_KEY = uuid.uuid4().bytes
+
+
+def error(status: int, message: str, code: str | None = None) -> Reply:
+    return Reply(status, {"developerMessage": message, "errorCode": code or f"HTTP{status}"})
+
+
+def require_bearer(req: Request) -> None:
+    token = req.bearer()
+    if token is None:
+        raise error(401, "The authorization header is missing.", "AUTH-001")
+    if not token or not req.store.token_valid(token, "aps"):
+        raise error(401, "The token is invalid or expired.", "AUTH-006")
+
+
+@route("POST", "/authentication/v2/token", "aps.token")
+def token(req: Request) -> None:
+    form = req.form()
+    basic = req.basic()
+    client_id, secret = basic if basic else (form.get("client_id", ""), form.get("client_secret", ""))
+    client = req.store.clients.get(client_id)
+    if client is None or client["secret"] != secret or client["platform"] != "aps":
+        raise Reply(401, {"error": "invalid_client", "error_description": "The client credentials are invalid."})
+    if form.get("grant_type") != "refresh_token":
+        raise Reply(400, {"error": "unsupported_grant_type", "error_description": "Use refresh_token."})
+    presented = form.get("refresh_token", "")
+    with req.store.lock:
+        owner = req.store.refresh_tokens.pop(presented, None)
+        if owner != client_id:
+            # Every refresh rotates the refresh token: a used (or unknown) one is refused.
+            raise Reply(400, {"error": "invalid_grant", "error_description": "The refresh token is invalid or used."})
+        req.store.used_refresh_tokens.add(presented)
+    access, lifetime = req.store.issue_token("aps")
+    refresh = req.store.issue_refresh_token(client_id)
+    raise Reply(200, {"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"})
+
+
+def project(req: Request) -> dict[str, str]:
+    found = req.store.projects.get((req.params["hub"], req.params["project"]))
+    if found is None:
+        raise error(404, "Project not found.", "NOT_FOUND")
+    return found
+
+
+@route("GET", r"/project/v1/hubs/(?P<hub>[^/]+)/projects/(?P<project>[^/]+)", "aps.project")
+def get_project(req: Request) -> None:
+    require_bearer(req)
+    p = project(req)
+    raise Reply(
+        200,
+        {
+            "jsonapi": {"version": "1.0"},
+            "data": {
+                "type": "projects",
+                "id": req.params["project"],
+                "attributes": {"name": p["name"]},
+                "relationships": {
+                    "rfis": {"data": {"type": "rfis", "id": p["container"]}},
+                    "rootFolder": {"data": {"type": "folders", "id": p["folder"]}},
+                },
+            },
+        },
+    )
+
+
+@route("GET", r"/project/v1/hubs/(?P<hub>[^/]+)/projects/(?P<project>[^/]+)/topFolders", "aps.topFolders")
+def top_folders(req: Request) -> None:
+    require_bearer(req)
+    p = project(req)
+    raise Reply(200, {"data": [{"type": "folders", "id": p["folder"], "attributes": {"name": "Project Files"}}]})
+
+
+def jsonapi_data(req: Request) -> tuple[dict[str, Any], Any]:
+    body = req.json()
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise error(400, "Request body must be a JSON:API document with a data object.", "BAD_INPUT")
+    return body["data"], body.get("included")
+
+
+def folder_of(req: Request, data: dict[str, Any], relation: str) -> str:
+    try:
+        return str(data["relationships"][relation]["data"]["id"])
+    except (KeyError, TypeError):
+        raise error(400, f"data.relationships.{relation}.data.id is required.", "BAD_INPUT") from None
+
+
+def project_folders(req: Request, project_id: str) -> set[str]:
+    return {p["folder"] for (_, pid), p in req.store.projects.items() if pid == project_id}
+
+
+@route("POST", r"/data/v1/projects/(?P<project>[^/]+)/storage", "aps.storage")
+def create_storage(req: Request) -> None:
+    require_bearer(req)
+    data, _ = jsonapi_data(req)
+    name = (data.get("attributes") or {}).get("name")
+    if data.get("type") != "objects" or not isinstance(name, str) or not name:
+        raise error(400, "data.type must be objects and data.attributes.name is required.", "BAD_INPUT")
+    folder = folder_of(req, data, "target")
+    if folder not in project_folders(req, req.params["project"]):
+        raise error(404, "Target folder not found.", "NOT_FOUND")
+    object_key = f"{uuid.uuid4()}{'.' + name.rsplit('.', 1)[1] if '.' in name else ''}"
+    with req.store.lock:
+        req.store.storage_targets[f"wip.dm.prod/{object_key}"] = folder
+    raise Reply(201, {"data": {"type": "objects", "id": f"urn:adsk.objects:os.object:wip.dm.prod/{object_key}"}})
+
+
+def sign(upload_key: str, part: int, expires: int) -> str:
+    return hmac.new(SIGNING_KEY, f"{upload_key}:{part}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+SIGNED = r"/oss/v2/buckets/(?P<bucket>[^/]+)/objects/(?P<object>[^/]+)/signeds3upload"
+
+
+@route("GET", SIGNED, "aps.signeds3upload")
+def signed_urls(req: Request) -> None:
+    require_bearer(req)
+    full = f"{req.params['bucket']}/{req.params['object']}"
+    if full not in req.store.storage_targets:
+        raise error(404, "Object storage location not found; create it with POST storage first.", "NOT_FOUND")
+    try:
+        parts = int(req.arg("parts", "1") or 1)
+        first = int(req.arg("firstPart", "1") or 1)
+        minutes = int(req.arg("minutesExpiration", "2") or 2)
+    except ValueError:
+        raise error(400, "parts, firstPart and minutesExpiration must be integers.", "BAD_INPUT") from None
+    if not 1 <= parts <= MAX_URLS or first < 1 or first + parts - 1 > 10000 or not 1 <= minutes <= 60:
+        raise error(400, f"parts must be 1..{MAX_URLS}, firstPart >= 1, minutesExpiration 1..60.", "BAD_INPUT")
+    upload_key = req.arg("uploadKey")
+    with req.store.lock:
+        if upload_key is None:
+            upload_key = uuid.uuid4().hex + uuid.uuid4().hex
+            req.store.uploads[upload_key] = ApsUpload(req.params["bucket"], req.params["object"], upload_key)
+        elif upload_key not in req.store.uploads:
+            raise error(400, "Unknown uploadKey.", "BAD_INPUT")
+    expires = int(time.time()) + minutes * 60
+    urls = [
+        f"{req.base_url}/__s3/{upload_key}/{n}?X-Amz-Expires={expires}&X-Amz-Signature={sign(upload_key, n, expires)}"
+        for n in range(first, first + parts)
+    ]
+    raise Reply(200, {"uploadKey": upload_key, "uploadExpiration": now_iso(), "urls": urls})
+
+
+@route("PUT", r"/__s3/(?P<key>[^/]+)/(?P<part>\d+)", "aps.s3part")
+def put_part(req: Request) -> None:
+    s3_error = "<Error><Code>{}</Code><Message>{}</Message></Error>"
+    if "Authorization" in req.headers:
+        raise Reply(400, s3_error.format("InvalidArgument", "Only one auth mechanism allowed.").encode())
+    part = int(req.params["part"])
+    try:
+        expires = int(req.arg("X-Amz-Expires", "0") or 0)
+    except ValueError:
+        expires = 0
+    if not hmac.compare_digest(req.arg("X-Amz-Signature", "") or "", sign(req.params["key"], part, expires)):
+        raise Reply(403, s3_error.format("SignatureDoesNotMatch", "Bad signature.").encode())
+    if expires < time.time():
+        raise Reply(403, s3_error.format("AccessDenied", "Request has expired").encode())
+    with req.store.lock:
+        upload = req.store.uploads.get(req.params["key"])
+    if upload is None:
+        raise Reply(404, s3_error.format("NoSuchUpload", "Upload not found.").encode())
+    stored = req.store.write_stream(req.chunks(), 5 * 1024 * 1024 * 1024)
+    if stored is None:
+        raise Reply(400, s3_error.format("EntityTooLarge", "Part too large.").encode())
+    with req.store.lock:
+        req.store.discard(upload.parts.get(part))
+        upload.parts[part] = stored
+    raise Reply(200, None, {"ETag": f'"{stored.sha256[:32]}"'})
+
+
+@route("POST", SIGNED, "aps.complete")
+def complete(req: Request) -> None:
+    require_bearer(req)
+    body = req.json()
+    upload_key = body.get("uploadKey") if isinstance(body, dict) else None
+    with req.store.lock:
+        upload = req.store.uploads.get(upload_key or "")
+        if upload is None or (upload.bucket_key, upload.object_key) != (req.params["bucket"], req.params["object"]):
+            raise error(400, "uploadKey is missing or does not match this object.", "BAD_INPUT")
+        numbers = sorted(upload.parts)
+        if not numbers or numbers != list(range(1, len(numbers) + 1)):
+            raise error(400, "Parts must be uploaded contiguously from 1.", "BAD_INPUT")
+        small = [n for n in numbers[:-1] if upload.parts[n].size < req.store.min_part_bytes]
+        if small:
+            raise error(400, f"Part {small[0]} is smaller than the {req.store.min_part_bytes} byte minimum.", "EntityTooSmall")
+        parts = [upload.parts[n] for n in numbers]
+        del req.store.uploads[upload.upload_key]
+    stored = req.store.concat(parts)
+    for part in parts:
+        req.store.discard(part)
+    full = f"{upload.bucket_key}/{upload.object_key}"
+    with req.store.lock:
+        req.store.discard(req.store.objects.get(full))
+        req.store.objects[full] = stored
+    raise Reply(
+        200,
+        {
+            "bucketKey": upload.bucket_key,
+            "objectId": f"urn:adsk.objects:os.object:{full}",
+            "objectKey": upload.object_key,
+            "size": stored.size,
+            "contentType": "application/octet-stream",
+            "location": f"{req.base_url}/oss/v2/buckets/{upload.bucket_key}/objects/{quote(upload.object_key)}",
+        },
+    )
+
+
+def storage_object(req: Request, object_id: Any) -> str:
+    prefix = "urn:adsk.objects:os.object:"
+    key = object_id[len(prefix) :] if isinstance(object_id, str) and object_id.startswith(prefix) else None
+    if key is None or key not in req.store.objects:
+        raise error(400, "The storage object does not exist or its upload was not completed.", "BAD_INPUT")
+    return key
+
+
+def version_body(item: ApsItem, number: int) -> dict[str, Any]:
+    return {
+        "type": "versions",
+        "id": f"urn:adsk.wipprod:fs.file:vf.{item.id.rsplit('.', 1)[-1]}?version={number}",
+        "attributes": {"name": item.name, "versionNumber": number},
+    }
+
+
+@route("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items")
+def create_item(req: Request) -> None:
+    require_bearer(req)
+    data, included = jsonapi_data(req)
+    name = (data.get("attributes") or {}).get("displayName")
+    folder = folder_of(req, data, "parent")
+    try:
+        version = included[0]
+        object_id = version["relationships"]["storage"]["data"]["id"]
+    except (TypeError, KeyError, IndexError):
+        raise error(400, "included[0] must be a version with relationships.storage.data.id.", "BAD_INPUT") from None
+    if not isinstance(name, str) or not name:
+        raise error(400, "data.attributes.displayName is required.", "BAD_INPUT")
+    with req.store.lock:
+        if folder not in project_folders(req, req.params["project"]):
+            raise error(404, "Parent folder not found.", "NOT_FOUND")
+        key = storage_object(req, object_id)
+        if any(i.folder_id == folder and i.name == name for i in req.store.items.values()):
+            raise error(409, f"An item named {name!r} already exists in this folder; create a version.", "CONFLICT")
+        item = ApsItem(f"urn:adsk.wipprod:dm.lineage:{uuid.uuid4().hex[:22]}", req.params["project"], folder, name, [key])
+        req.store.items[item.id] = item
+    raise Reply(201, {"data": {"type": "items", "id": item.id, "attributes": {"displayName": name}}, "included": [version_body(item, 1)]})
+
+
+@route("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions")
+def create_version(req: Request) -> None:
+    require_bearer(req)
+    data, _ = jsonapi_data(req)
+    try:
+        item_id = data["relationships"]["item"]["data"]["id"]
+        object_id = data["relationships"]["storage"]["data"]["id"]
+    except (KeyError, TypeError):
+        raise error(400, "relationships.item and relationships.storage are required.", "BAD_INPUT") from None
+    with req.store.lock:
+        item = req.store.items.get(item_id)
+        if item is None or item.project_id != req.params["project"]:
+            raise error(404, "Item not found.", "NOT_FOUND")
+        item.versions.append(storage_object(req, object_id))
+        number = len(item.versions)
+    raise Reply(201, {"data": version_body(item, number)})
+
+
+RFI = r"/bim360/rfis/v2/containers/(?P<container>[^/]+)/rfis/(?P<rfi>[^/]+)/attachments"
+
+
+def rfi(req: Request) -> dict[str, RfiAttachment]:
+    found = req.store.rfis.get((req.params["container"], req.params["rfi"]))
+    if found is None:
+        raise error(404, "RFI not found.", "NOT_FOUND")
+    return found
+
+
+def rfi_body(att: RfiAttachment) -> dict[str, Any]:
+    return {
+        "id": att.id,
+        "rfiId": att.rfi_id,
+        "createdAt": att.created_at,
+        "updatedAt": att.created_at,
+        "createdBy": "SANDBOXUSER",
+        "name": att.name,
+        "url": None,
+        "urn": att.urn,
+        "urnType": "dm",
+        "attachmentType": "document",
+        "permittedActions": {"removeAttachment": True},
+    }
+
+
+@route("POST", RFI, "aps.rfi.attach")
+def attach(req: Request) -> None:
+    require_bearer(req)
+    if "application/json" not in (req.headers.get("Content-Type") or ""):
+        raise error(400, "Content-Type must be application/json.", "BAD_INPUT")
+    body = req.json()
+    if not isinstance(body, dict):
+        raise error(400, "The body must be a JSON object.", "BAD_INPUT")
+    name, urn, urn_type = body.get("name"), body.get("urn"), body.get("urnType")
+    if not isinstance(name, str) or not name or len(name) > 400:
+        raise error(400, "name is required and at most 400 characters.", "BAD_INPUT")
+    if urn_type != "dm":
+        raise error(400, "urnType must be dm.", "BAD_INPUT")
+    if not isinstance(urn, str) or len(urn) > 400:
+        raise error(400, "urn is required and at most 400 characters.", "BAD_INPUT")
+    with req.store.lock:
+        atts = rfi(req)
+        if urn not in req.store.items:
+            raise error(400, "urn does not name a Document Management item.", "BAD_INPUT")
+        att = RfiAttachment(str(uuid.uuid4()), req.params["rfi"], name, urn, now_iso())
+        atts[att.id] = att
+    raise Reply(201, rfi_body(att))
+
+
+@route("GET", RFI, "aps.rfi.list")
+def list_rfi(req: Request) -> None:
+    require_bearer(req)
+    try:
+        limit = int(req.arg("limit", "10") or 10)
+        offset = int(req.arg("offset", "0") or 0)
+    except ValueError:
+        raise error(400, "limit and offset must be integers.", "BAD_INPUT") from None
+    if not 1 <= limit <= 200 or offset < 0:
+        raise error(400, "limit must be 1..200 and offset >= 0.", "BAD_INPUT")
+    with req.store.lock:
+        everything = list(rfi(req).values())
+    page = [rfi_body(a) for a in everything[offset : offset + limit]]
+    raise Reply(200, {"pagination": {"limit": limit, "offset": offset, "totalResults": len(everything)}, "results": page})
+
+
+@route("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete")
+def delete_rfi(req: Request) -> None:
+    require_bearer(req)
+    with req.store.lock:
+        atts = rfi(req)
+        if atts.pop(req.params["att"], None) is None:
+            raise error(404, "Attachment not found.", "NOT_FOUND")
+    raise Reply(204, None)
