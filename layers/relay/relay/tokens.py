@@ -238,3 +238,31 @@ def rotated(secret: PlatformSecret, payload: Mapping[str, Any], now: float) -> P
         expires_at=now + float(payload["expires_in"]),
         refresh_token=payload.get("refresh_token", secret.refresh_token),
     )
+
+
+def refresh_secret(
+    store: SecretStore,
+    secrets_client: Any,
+    *,
+    grant: str,
+    session: requests.Session | None = None,
+    clock: Callable[[], float] = time.time,
+    timeout: tuple[float, float] = (5.0, 15.0),
+) -> PlatformSecret:
+    """The single writer: get a new token with `grant` and store it (and APS's rotated refresh token).
+
+    APS refresh tokens rotate on every use and the old one dies at once, so only this function (run by
+    one scheduled Lambda with reserved concurrency 1) may refresh; handlers only read the secret.
+    """
+    secret = store.get(force=True)
+    form = {"grant_type": grant, "client_id": secret.client_id, "client_secret": secret.client_secret}
+    if grant == "refresh_token":
+        if not secret.refresh_token:
+            raise ConfigurationError(f"secret {secret.secret_id!r}: field 'refresh_token' is missing")
+        form["refresh_token"] = secret.refresh_token
+    else:
+        form["scope"] = secret.scope
+    payload = request_token(session or shared_session(), secret.token_url, form, timeout)
+    updated = rotated(secret, payload, clock())
+    secrets_client.put_secret_value(SecretId=secret.secret_id, SecretString=updated.to_json())
+    return updated
