@@ -1,0 +1,1 @@
+"""Local stack: moto server plus the platform sandbox, provisioned from template.yaml."""

@@ -1,0 +1,232 @@
+"""Create the template's resources in moto and seed the sandbox, so every flow runs offline."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+
+from devstack.template import ROOT, Resolver, load
+
+STACK_NAME = "attachment-relay"
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+STATE_FILE = ROOT / ".local" / "stack.json"
+
+# Sandbox credentials the local secrets hold. They are only valid against the local sandbox.
+ITWIN_CLIENT = ("relay-local-itwin", "local-itwin-client-secret")
+APS_CLIENT = ("relay-local-aps", "local-aps-client-secret")
+DEMO_ISSUES = ("ISSUE-1001", "ISSUE-1002", "ISSUE-ÜNICODE-7")
+DEMO_FORMS = ("FORM-2001",)
+
+
+@dataclass
+class LocalStack:
+    """Where the local stack runs and what it created; `env()` is what a function sees."""
+
+    moto_url: str
+    sandbox_url: str
+    resources: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, dict[str, str]] = field(default_factory=dict)
+    handlers: dict[str, dict[str, str]] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def aws_env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+
+    def env(self, function: str) -> dict[str, str]:
+        return {**self.functions[function], **self.aws_env(), "AWS_LAMBDA_FUNCTION_NAME": function}
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.moto_url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def save(self, path: Path = STATE_FILE) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: Path = STATE_FILE) -> LocalStack:
+        if not path.exists():
+            raise SystemExit("the local stack is not running: start it with `make stack-up`")
+        return cls(**json.loads(path.read_text()))
+
+
+def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> LocalStack:
+    """Build every resource the template declares, reading names, keys and settings from it."""
+    template = load()
+    resolver = Resolver(
+        template,
+        parameters={},
+        pseudo={
+            "AWS::StackName": stack_name,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Region": REGION,
+            "AWS::Partition": "aws",
+            "AWS::NoValue": "",
+        },
+    )
+    resolver.parameters = {**resolver.param_defaults(), "ItwinApiUrl": sandbox_url, "ApsApiUrl": sandbox_url}
+    stack = LocalStack(moto_url, sandbox_url)
+    seed_sandbox(sandbox_url)
+
+    for logical, res in resolver.resources("AWS::SecretsManager::Secret").items():
+        _create_secret(stack, resolver, logical, res["Properties"], sandbox_url)
+    for logical, res in resolver.resources("AWS::DynamoDB::Table").items():
+        _create_table(stack, resolver, logical, res["Properties"], stack_name)
+    queues = resolver.resources("AWS::SQS::Queue")
+    # Dead-letter queues first: the others name them in their redrive policy.
+    for logical in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
+        _create_queue(stack, resolver, logical, queues[logical].get("Properties", {}), stack_name)
+    for logical, res in resolver.resources("AWS::S3::Bucket").items():
+        _create_bucket(stack, resolver, logical, res["Properties"])
+    for logical, res in resolver.resources("AWS::Serverless::LayerVersion").items():
+        resolver.refs[logical] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical}:1"
+    for logical, res in resolver.resources("AWS::Serverless::Function").items():
+        props = res["Properties"]
+        stack.functions[logical] = resolver.function_environment(logical)
+        stack.handlers[logical] = {"code_uri": props["CodeUri"], "handler": props["Handler"]}
+        events = props.get("Events", {})
+        for event in events.values():
+            if event["Type"] == "SQS":
+                stack.resources[f"{logical}.queue_arn"] = resolver.resolve(event["Properties"]["Queue"])
+    return stack
+
+
+def seed_sandbox(url: str) -> None:
+    """Sandbox clients and the demo's issues, forms and BIM 360 project."""
+    session = requests.Session()
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = session.post(f"{url}/__sandbox/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else {}
+
+    post("clients", {"platform": "itwin", "client_id": ITWIN_CLIENT[0], "client_secret": ITWIN_CLIENT[1]})
+    post("clients", {"platform": "aps", "client_id": APS_CLIENT[0], "client_secret": APS_CLIENT[1]})
+    for issue in DEMO_ISSUES:
+        post("itwin/issues", {"id": issue})
+    for form in DEMO_FORMS:
+        post("itwin/forms", {"id": form})
+    project = post("aps/projects", {"hub": "b.demo-hub", "project": "b.demo-project", "name": "Demo"})
+    post("aps/rfis", {"container": project["container"], "rfi": "RFI-1"})
+
+
+def _create_secret(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any], sandbox: str) -> None:
+    name = resolver.resolve(props["Name"])
+    if "itwin" in logical.lower():
+        value: dict[str, Any] = {
+            "client_id": ITWIN_CLIENT[0],
+            "client_secret": ITWIN_CLIENT[1],
+            "token_url": f"{sandbox}/connect/token",
+            "scope": "itwin-platform",
+        }
+    else:
+        refresh = requests.post(
+            f"{sandbox}/__sandbox/aps/refresh-tokens", json={"client_id": APS_CLIENT[0]}, timeout=10
+        ).json()["refresh_token"]
+        value = {
+            "client_id": APS_CLIENT[0],
+            "client_secret": APS_CLIENT[1],
+            "token_url": f"{sandbox}/authentication/v2/token",
+            "scope": "data:read data:write data:create",
+            "refresh_token": refresh,
+        }
+    arn = stack.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
+    resolver.refs[logical] = arn
+    stack.resources[logical] = arn
+
+
+def _create_table(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any], stack_name: str) -> None:
+    name = f"{stack_name}-{logical}"
+    ddb = stack.client("dynamodb")
+    args: dict[str, Any] = {
+        "TableName": name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    ddb.create_table(**args)
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+    resolver.refs[logical] = name
+    resolver.attrs[(logical, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"
+    stack.resources[logical] = name
+
+
+def _create_queue(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any], stack_name: str) -> None:
+    name = f"{stack_name}-{logical}"
+    attributes: dict[str, str] = {}
+    for key in ("VisibilityTimeout", "MessageRetentionPeriod"):
+        if key in props:
+            attributes[key] = str(resolver.resolve(props[key]))
+    if "RedrivePolicy" in props:
+        redrive = resolver.resolve(props["RedrivePolicy"])
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": redrive["deadLetterTargetArn"], "maxReceiveCount": int(redrive["maxReceiveCount"])}
+        )
+    sqs = stack.client("sqs")
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{name}"
+    resolver.refs[logical] = url
+    resolver.attrs[(logical, "Arn")] = arn
+    resolver.attrs[(logical, "QueueName")] = name
+    stack.resources[logical] = url
+    stack.resources[f"{logical}.arn"] = arn
+
+
+def _create_bucket(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any]) -> None:
+    name = resolver.resolve(props["BucketName"])
+    s3 = stack.client("s3")
+    s3.create_bucket(Bucket=name)
+    if props.get("VersioningConfiguration"):
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=props["VersioningConfiguration"])
+    if props.get("BucketEncryption"):
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                # CloudFormation says ServerSideEncryptionByDefault where the S3 API says Apply...
+                "Rules": [
+                    {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+                    for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                ]
+            },
+        )
+    if props.get("PublicAccessBlockConfiguration"):
+        s3.put_public_access_block(
+            Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+        )
+    notifications = resolver.resolve(props.get("NotificationConfiguration", {}))
+    queue_configs = [
+        {
+            "QueueArn": q["Queue"],
+            "Events": [q["Event"]],
+            "Filter": {"Key": {"FilterRules": q["Filter"]["S3Key"]["Rules"]}},
+        }
+        for q in notifications.get("QueueConfigurations", [])
+    ]
+    if queue_configs:
+        s3.put_bucket_notification_configuration(
+            Bucket=name, NotificationConfiguration={"QueueConfigurations": queue_configs}
+        )
+    resolver.refs[logical] = name
+    resolver.attrs[(logical, "Arn")] = f"arn:aws:s3:::{name}"
+    stack.resources[logical] = name
