@@ -58,6 +58,8 @@ class Settings:
     read_timeout: float = c.DEFAULT_READ_TIMEOUT
     max_attempts: int = c.DEFAULT_MAX_ATTEMPTS
     secret_max_age: int = c.DEFAULT_SECRET_MAX_AGE
+    # Deliveries before SQS moves a message to the DLQ; the last one tags the object failed.
+    max_receive_count: int | None = None
 
     @classmethod
     def load(
@@ -75,6 +77,7 @@ class Settings:
     ) -> Settings:
         e = os.environ if env is None else env
         hosts_raw = _pick(allowed_upload_hosts, e, c.ALLOWED_UPLOAD_HOSTS_ENV, "")
+        raw_receive = _pick(None, e, c.MAX_RECEIVE_COUNT_ENV, "")
         hosts = frozenset(h.strip().lower() for h in hosts_raw.split(",") if h.strip())
         return cls(
             itwin_api_url=_base_url(
@@ -109,6 +112,7 @@ class Settings:
                     _pick(None, e, c.SECRET_MAX_AGE_ENV, str(c.DEFAULT_SECRET_MAX_AGE)), c.SECRET_MAX_AGE_ENV, int
                 )
             ),
+            max_receive_count=int(_number(raw_receive, c.MAX_RECEIVE_COUNT_ENV, int)) if raw_receive else None,
         )
 
     def require(self, name: str) -> str:
