@@ -17,6 +17,7 @@ class FaultSpec:
     rate_limit_per_minute: int | None = None
     error_rate: float = 0.0
     error_status: int = 503
+    retry_after: int | None = None
     latency_ms: int = 0
     drop_rate: float = 0.0
     # Deterministic: each entry is one future call's fate, {"status": 429, "retry_after": 1} or {"drop": true}.
@@ -31,6 +32,8 @@ class Fault:
     kind: str  # "rate_limit" | "error" | "drop"
     status: int = 0
     retry_after: int | None = None
+    code: str | None = None
+    message: str | None = None
 
 
 class FaultInjector:
@@ -43,7 +46,7 @@ class FaultInjector:
         self._clock = clock
 
     def configure(self, endpoint: str, **options: Any) -> None:
-        allowed = {"rate_limit_per_minute", "error_rate", "error_status", "latency_ms", "drop_rate"}
+        allowed = {"rate_limit_per_minute", "error_rate", "error_status", "retry_after", "latency_ms", "drop_rate"}
         unknown = set(options) - allowed - {"fail_next"}
         if unknown:
             raise ValueError(f"unknown fault options: {sorted(unknown)}")
@@ -75,7 +78,9 @@ class FaultInjector:
                     entry = spec.fail_next.popleft()
                     if entry.get("drop"):
                         return Fault("drop")
-                    return Fault("error", int(entry.get("status", 500)), entry.get("retry_after"))
+                    return Fault(
+                        "error", int(entry.get("status", 500)), entry.get("retry_after"), entry.get("code"), entry.get("message")
+                    )
                 if spec.rate_limit_per_minute is not None:
                     now = self._clock()
                     while spec.window and now - spec.window[0] >= 60.0:
@@ -87,5 +92,5 @@ class FaultInjector:
                 if spec.drop_rate and self._rng.random() < spec.drop_rate:
                     return Fault("drop")
                 if spec.error_rate and self._rng.random() < spec.error_rate:
-                    return Fault("error", spec.error_status)
+                    return Fault("error", spec.error_status, spec.retry_after)
         return None

@@ -26,6 +26,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
+    def setup(self) -> None:
+        super().setup()
+        store: Store = self.server.store  # type: ignore[attr-defined]
+        with store.lock:
+            store.connections += 1
+
     def do_GET(self) -> None:
         self.dispatch("GET")
 
@@ -72,7 +78,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                 if fault is not None:
                     if fault.kind == "drop":
                         raise Dropped()
-                    raise Reply(fault.status, fault_body(endpoint, fault.status), retry_headers(fault.retry_after))
+                    body = fault_body(endpoint, fault.status, fault.code, fault.message)
+                    raise Reply(fault.status, body, retry_headers(fault.retry_after))
             fn(request)
         except Dropped:
             self.drop()
@@ -114,8 +121,12 @@ def retry_headers(retry_after: int | None) -> dict[str, str]:
     return {} if retry_after is None else {"retry-after": str(int(math.ceil(retry_after)))}
 
 
-def fault_body(endpoint: str, status: int) -> Any:
-    """Injected errors carry the body each vendor documents for that status."""
+def fault_body(endpoint: str, status: int, code: str | None = None, message: str | None = None) -> Any:
+    """Injected errors carry the body each vendor documents for that status (or the code asked for)."""
+    if endpoint.startswith("itwin.") and code:
+        return itwin.error(code, message or f"Injected {code}.")
+    if code:
+        return {"developerMessage": message or f"Injected {code}.", "errorCode": code}
     if endpoint.startswith("itwin."):
         if status == 429:
             if endpoint.startswith("itwin.forms"):

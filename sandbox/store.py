@@ -111,6 +111,7 @@ class Store:
             self.items: dict[str, ApsItem] = {}
             self.rfis: dict[tuple[str, str], dict[str, RfiAttachment]] = {}
             self.request_counts: dict[str, int] = {}
+            self.connections = 0  # TCP connections accepted: proves warm invocations reuse theirs
             self.max_upload_bytes = 30 * 1024 * 1024
             self.min_part_bytes = 5 * 1024 * 1024
             self.location_base: str | None = None
@@ -208,6 +209,7 @@ class Store:
                     "rfis": {f"{c}/{r}": [asdict(a) for a in atts.values()] for (c, r), atts in self.rfis.items()},
                 },
                 "requests": dict(self.request_counts),
+                "connections": self.connections,
             }
 
     def new_uuid(self) -> str:

@@ -116,6 +116,9 @@ class VendorConnectionError(VendorError):
 
     code = "ConnectionError"
     retryable = True
+    # True when the request may have reached the server (read timeout, reset mid-exchange):
+    # repeating a non-idempotent call could then do it twice.
+    ambiguous = True
 
 
 _BY_STATUS: dict[int, type[VendorError]] = {

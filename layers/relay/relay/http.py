@@ -10,6 +10,7 @@ from typing import IO, Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
 
 from relay.exceptions import (
     AuthenticationError,
@@ -161,8 +162,13 @@ class Requestor:
         auth: bool = True,
         stream: bool = False,
         retry: bool = True,
+        idempotent: bool = True,
     ) -> Response:
-        """Send with retries; return a 2xx/3xx Response or raise a VendorError."""
+        """Send with retries; return a 2xx/3xx Response or raise a VendorError.
+
+        A non-idempotent call (a create) is not repeated after an ambiguous connection failure: the
+        caller must first find out whether it landed.
+        """
         url = self.url(path_or_url)
         if auth and not self.may_receive_token(url):
             # The error names the host only: never the token, never the query string.
@@ -181,6 +187,8 @@ class Requestor:
                 self.tokens.invalidate()
             except VendorError as error:
                 if not retry or not self.policy.should_retry(error):
+                    raise
+                if not idempotent and isinstance(error, VendorConnectionError) and error.ambiguous:
                     raise
                 if attempt >= self.policy.max_attempts:
                     error.gave_up = f"{attempt} attempts"
@@ -221,14 +229,25 @@ class Requestor:
                 stream=stream,
                 allow_redirects=False,
             )
+        except requests.ConnectTimeout as exc:
+            raise _not_sent(f"{method} {host_of(url)}: connect timed out", "ConnectTimeout") from exc
         except requests.Timeout as exc:
             raise VendorConnectionError(f"{method} {host_of(url)} timed out", code="Timeout") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            if isinstance(reason, NewConnectionError):
+                raise _not_sent(f"{method} {host_of(url)}: connection refused", "ConnectionRefused") from exc
             raise VendorConnectionError(
-                f"{method} {host_of(url)} failed: connection refused or reset", code="ConnectionError"
+                f"{method} {host_of(url)} failed: connection reset or closed", code="ConnectionError"
             ) from exc
         if raw.status_code >= 400:
             content = raw.content
             raw.close()
             raise error_from_response(raw.status_code, content, raw.headers)
         return Response(raw.status_code, raw.headers, raw)
+
+
+def _not_sent(message: str, code: str) -> VendorConnectionError:
+    error = VendorConnectionError(message, code=code)
+    error.ambiguous = False  # no connection, so the request never reached the server
+    return error

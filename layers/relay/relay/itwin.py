@@ -40,7 +40,7 @@ class ITwinClient:
             body["caption"] = caption
         if binding is not None:
             body["binding"] = binding
-        response = self.requestor.request("POST", _path(kind, parent_id), json=body)
+        response = self.requestor.request("POST", _path(kind, parent_id), json=body, idempotent=False)
         location = response.headers.get("Location")
         if not location:
             raise VendorError("create answered without a Location header", http_status=response.status, code="MissingLocation")

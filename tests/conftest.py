@@ -1,0 +1,25 @@
+"""Fixtures shared by every tier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+SHARED_API = ROOT.parent / "shared" / "api"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture
+def lambda_context() -> Any:
+    from devstack.invoke import LambdaContext
+
+    return LambdaContext("S3ToItwinFunction", timeout_s=120)

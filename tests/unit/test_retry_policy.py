@@ -1,0 +1,182 @@
+"""The one retry policy: what is retried, how long it waits, and that it never outlives the invocation."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import exceptions as e
+from relay.http import Deadline, Requestor, RetryPolicy
+
+
+def err(status: int | None, retry_after: float | None = None) -> e.RelayError:
+    if status is None:
+        return e.VendorConnectionError("reset", code="ConnectionError")
+    error = e.error_class_for(status)("x", http_status=status, retry_after=retry_after)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (err(None), True),  # timeouts, refused and reset connections
+        (err(429), True),
+        (err(500), True),
+        (err(502), True),
+        (err(503), True),
+        (err(504), True),
+        (err(400), False),
+        (err(401), False),  # handled by the one token re-read, not by backoff
+        (err(403), False),
+        (err(404), False),
+        (err(409), False),
+        (err(413), False),
+        (err(422), False),
+        (e.UnsafeLocationError("host"), False),
+        (e.ConfigurationError("secret"), False),
+    ],
+)
+def test_should_retry_table(error, retry):
+    assert RetryPolicy.should_retry(error) is retry
+
+
+def test_backoff_is_exponential_and_capped_with_pinned_jitter():
+    policy = RetryPolicy(base_delay=0.5, max_delay=4.0, jitter=lambda d: d)
+    assert [policy.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_default_jitter_stays_below_the_cap():
+    policy = RetryPolicy(base_delay=1.0, max_delay=8.0)
+    assert all(0 <= policy.backoff(n) <= 8.0 for n in range(1, 20) for _ in range(20))
+
+
+def test_429_waits_at_least_retry_after():
+    policy = RetryPolicy(base_delay=0.5, jitter=lambda d: d)
+    assert policy.delay(err(429, retry_after=7), 1) == 7
+    assert policy.delay(err(429, retry_after=None), 1) == 0.5
+
+
+class FakeSession:
+    """Answers each request from a script; records what was sent (decision tests need no network)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.sent = []
+
+    def request(self, method, url, **kwargs):
+        self.sent.append((method, url, kwargs))
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+class FakeResponse:
+    def __init__(self, status, body=b"", headers=None):
+        self.status_code = status
+        self.content = body
+        self.headers = headers or {}
+
+    def close(self):
+        pass
+
+
+class Tokens:
+    def __init__(self):
+        self.invalidated = 0
+        self.n = 0
+
+    def token(self):
+        self.n += 1
+        return f"tok-{self.n}"
+
+    def invalidate(self):
+        self.invalidated += 1
+
+
+def requestor(script, *, remaining_ms=None, max_attempts=5, tokens=None):
+    sleeps: list[float] = []
+    r = Requestor(
+        "https://api.example.test",
+        tokens=tokens or Tokens(),
+        token_hosts=(),
+        session=FakeSession(script),  # type: ignore[arg-type]
+        policy=RetryPolicy(max_attempts=max_attempts, jitter=lambda d: d, deadline_margin=5.0),
+        sleep=sleeps.append,
+    )
+    if remaining_ms is not None:
+        r.deadline = Deadline(lambda: remaining_ms)
+    return r, sleeps
+
+
+def test_retries_then_succeeds_with_backoff():
+    r, sleeps = requestor([FakeResponse(503), FakeResponse(429, headers={"retry-after": "2"}), FakeResponse(200)])
+    assert r.request("GET", "/x").status == 200
+    assert sleeps == [0.5, 2.0]
+
+
+def test_gives_up_after_max_attempts_and_says_so():
+    r, sleeps = requestor([FakeResponse(503)] * 3, max_attempts=3)
+    with pytest.raises(e.ServerError) as info:
+        r.request("GET", "/x")
+    assert len(sleeps) == 2
+    assert "gave up: 3 attempts" in str(info.value)
+
+
+def test_never_sleeps_past_the_invocation():
+    r, sleeps = requestor([FakeResponse(429, headers={"retry-after": "30"})], remaining_ms=20_000)
+    with pytest.raises(e.RateLimitedError) as info:
+        r.request("GET", "/x")
+    assert sleeps == []
+    assert "would outlive the invocation" in str(info.value)
+
+
+def test_401_rereads_the_token_once_then_fails():
+    tokens = Tokens()
+    r, _ = requestor([FakeResponse(401), FakeResponse(401)], tokens=tokens)
+    with pytest.raises(e.AuthenticationError):
+        r.request("GET", "/x")
+    assert tokens.invalidated == 1
+    sent = r.session.sent  # type: ignore[attr-defined]
+    assert [s[2]["headers"]["Authorization"] for s in sent] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+def test_4xx_is_not_retried():
+    r, sleeps = requestor([FakeResponse(404, b'{"error":{"code":"IssueNotFound","message":"no"}}')])
+    with pytest.raises(e.NotFoundError):
+        r.request("GET", "/x")
+    assert sleeps == []
+
+
+def test_token_never_goes_to_another_host():
+    r, _ = requestor([])
+    with pytest.raises(e.UnsafeLocationError) as info:
+        r.request("PUT", "https://evil.example.net/upload?sig=1")
+    assert "evil.example.net" in str(info.value)
+    assert "tok-" not in str(info.value)
+    assert r.session.sent == []  # type: ignore[attr-defined]
+
+
+def test_connection_errors_are_wrapped_and_retried():
+    import requests
+
+    r, sleeps = requestor([requests.ConnectionError("reset by peer"), requests.Timeout("slow"), FakeResponse(201)])
+    assert r.request("POST", "/x").status == 201
+    assert len(sleeps) == 2
+
+
+def test_create_is_not_repeated_after_an_ambiguous_failure():
+    import requests
+
+    r, sleeps = requestor([requests.ReadTimeout("lost answer"), FakeResponse(201)])
+    with pytest.raises(e.VendorConnectionError) as info:
+        r.request("POST", "/x", idempotent=False)
+    assert info.value.ambiguous
+    assert sleeps == []
+
+
+def test_create_is_retried_when_it_never_left():
+    import requests
+
+    r, sleeps = requestor([requests.ConnectTimeout("no route"), FakeResponse(201)])
+    assert r.request("POST", "/x", idempotent=False).status == 201
+    assert len(sleeps) == 1

@@ -1,0 +1,57 @@
+"""Settings precedence (argument, environment, default) and named configuration errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import constants as c
+from relay.exceptions import ConfigurationError
+from relay.settings import Settings, host_of
+
+
+def test_defaults():
+    s = Settings.load({})
+    assert s.itwin_api_url == "https://api.bentley.com"
+    assert s.aps_api_url == "https://developer.api.autodesk.com"
+    assert s.max_upload_bytes == 30 * 1024 * 1024
+    assert s.allowed_upload_hosts == frozenset()
+
+
+def test_environment_beats_default_and_argument_beats_environment():
+    env = {c.ITWIN_API_URL_ENV: "https://env.example/", c.MAX_UPLOAD_BYTES_ENV: "100"}
+    assert Settings.load(env).itwin_api_url == "https://env.example"
+    assert Settings.load(env).max_upload_bytes == 100
+    assert Settings.load(env, itwin_api_url="https://arg.example").itwin_api_url == "https://arg.example"
+    assert Settings.load(env, max_upload_bytes=5).max_upload_bytes == 5
+
+
+def test_allowed_hosts_are_split_and_lowercased():
+    s = Settings.load({c.ALLOWED_UPLOAD_HOSTS_ENV: " Files.Bentley.com, ,cdn.example:8443"})
+    assert s.allowed_upload_hosts == {"files.bentley.com", "cdn.example:8443"}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        (c.ITWIN_API_URL_ENV, "api.bentley.com", c.ITWIN_API_URL_ENV),
+        (c.APS_API_URL_ENV, "ftp://x", c.APS_API_URL_ENV),
+        (c.MAX_UPLOAD_BYTES_ENV, "thirty", c.MAX_UPLOAD_BYTES_ENV),
+        (c.MAX_UPLOAD_BYTES_ENV, "-1", c.MAX_UPLOAD_BYTES_ENV),
+        (c.HTTP_READ_TIMEOUT_ENV, "0", c.HTTP_READ_TIMEOUT_ENV),
+    ],
+)
+def test_bad_values_name_the_variable(name, value, fragment):
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load({name: value})
+    assert fragment in str(info.value)
+
+
+def test_required_setting_names_the_variable():
+    with pytest.raises(ConfigurationError, match=c.ITWIN_SECRET_ID_ENV):
+        Settings.load({}).require("itwin_secret_id")
+
+
+def test_host_of():
+    assert host_of("https://API.bentley.com/issues") == "api.bentley.com"
+    assert host_of("http://127.0.0.1:8900/x") == "127.0.0.1:8900"
+    assert Settings.load({c.ITWIN_API_URL_ENV: "http://127.0.0.1:8900"}).api_hosts >= {"127.0.0.1:8900"}

@@ -1,0 +1,115 @@
+"""Secret validation and token caching, with Secrets Manager from moto in-process."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from moto import mock_aws
+
+from relay.exceptions import AuthenticationError, ConfigurationError
+from relay.tokens import ClientCredentialsTokens, PlatformSecret, SecretStore, StoredTokens
+
+GOOD = {"client_id": "id", "client_secret": "s3cr3t-value", "token_url": "https://ims.example/connect/token"}
+
+
+def parse(raw):
+    return PlatformSecret.parse(raw, secret_id="relay/itwin", default_token_url="https://d/t", default_scope="itwin-platform")
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({**GOOD, "client_id": ""}, "client_id"),
+        ({k: v for k, v in GOOD.items() if k != "client_secret"}, "client_secret"),
+        ({**GOOD, "client_id": 42}, "client_id"),
+        ({**GOOD, "expires_at": "soon"}, "expires_at"),
+        ({**GOOD, "expires_at": True}, "expires_at"),
+        ({**GOOD, "token_url": "ims.example"}, "token_url"),
+    ],
+)
+def test_malformed_secret_names_the_field_never_the_value(raw, field):
+    with pytest.raises(ConfigurationError) as info:
+        parse(raw)
+    assert field in str(info.value)
+    assert "relay/itwin" in str(info.value)
+    assert "s3cr3t-value" not in str(info.value)
+
+
+def test_secret_not_an_object():
+    with pytest.raises(ConfigurationError, match="JSON object"):
+        parse(["x"])
+
+
+def test_defaults_and_repr_hide_secrets():
+    secret = parse({**GOOD, "token_url": None, "access_token": "at-123", "refresh_token": "rt-456"})
+    assert secret.token_url == "https://d/t"
+    assert secret.scope == "itwin-platform"
+    text = repr(secret)
+    assert "s3cr3t-value" not in text and "at-123" not in text and "rt-456" not in text
+
+
+@pytest.fixture
+def secrets(aws_env):
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        yield client
+
+
+def store_for(client, value, name="relay/itwin"):
+    client.create_secret(Name=name, SecretString=value if isinstance(value, str) else json.dumps(value))
+    return SecretStore(
+        name,
+        default_token_url="https://d/t",
+        default_scope="itwin-platform",
+        provider=SecretsProvider(boto3_client=client),
+    )
+
+
+def test_invalid_json_secret_is_a_configuration_error(secrets):
+    store = store_for(secrets, "{not json")
+    with pytest.raises(ConfigurationError, match="not valid JSON"):
+        store.get()
+
+
+def test_missing_secret_is_a_configuration_error(secrets):
+    store = SecretStore("nope", default_token_url="x", default_scope="y", provider=SecretsProvider(boto3_client=secrets))
+    with pytest.raises(ConfigurationError, match="'nope' could not be read"):
+        store.get()
+
+
+def test_fresh_stored_token_is_used_without_minting(secrets):
+    store = store_for(secrets, {**GOOD, "access_token": "stored", "expires_at": 10_000})
+    tokens = ClientCredentialsTokens(store, session=None, clock=lambda: 1_000)  # type: ignore[arg-type]
+    assert tokens.token() == "stored"
+
+
+def test_minted_token_is_cached_until_shortly_before_expiry(secrets):
+    store = store_for(secrets, GOOD)
+    now = [1_000.0]
+    tokens = ClientCredentialsTokens(store, clock=lambda: now[0])
+    minted = []
+
+    def fake_mint(secret):
+        minted.append(secret.client_id)
+        return f"minted-{len(minted)}", 3600.0
+
+    tokens._mint = fake_mint  # type: ignore[method-assign]
+    assert tokens.token() == "minted-1"
+    now[0] += 3000
+    assert tokens.token() == "minted-1"
+    now[0] += 500  # inside the refresh skew
+    assert tokens.token() == "minted-2"
+    tokens.invalidate()
+    assert tokens.token() == "minted-3"
+
+
+def test_stored_tokens_reread_then_explain(secrets):
+    store = store_for(secrets, {**GOOD, "access_token": "old", "expires_at": 100}, name="relay/aps")
+    tokens = StoredTokens(store, clock=lambda: 1_000)
+    with pytest.raises(AuthenticationError, match="refresher"):
+        tokens.token()
+    secrets.put_secret_value(SecretId="relay/aps", SecretString=json.dumps({**GOOD, "access_token": "new", "expires_at": 99_999}))
+    assert tokens.token() == "new"  # expired in cache → forced re-read finds the refreshed one
