@@ -109,6 +109,7 @@ def pump(
     idle_rounds: int = 2,
     max_seconds: float = 300.0,
     retry_delay: int = 0,
+    max_invocations: int | None = None,
 ) -> PumpReport:
     """Poll the function's queue and invoke it until the queue stays empty (bounded in time).
 
@@ -122,6 +123,8 @@ def pump(
     deadline = time.monotonic() + max_seconds
     idle = 0
     while idle < idle_rounds and time.monotonic() < deadline:
+        if max_invocations is not None and report.invocations >= max_invocations:
+            break
         messages = sqs.receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=batch_size,

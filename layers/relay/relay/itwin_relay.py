@@ -213,7 +213,6 @@ class ItwinRelay:
             if adopted is None:
                 raise
             created = adopted
-        self.itwin.check_upload_location(created.location)
         self.records.update(up, step=r.CREATED, attachment_id=created.attachment_id, location=created.location)
         record.step = r.CREATED
         return created

@@ -1,0 +1,399 @@
+"""S3 → iTwin over real HTTP: the user's story, and every row of the issue's exactly-once and errors tables."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from devstack.invoke import LambdaContext
+from tests.integration.conftest import FUNCTION, Harness, s3_message, sha256
+
+pytestmark = pytest.mark.integration
+PHOTO = b"\x89PNG fake photo bytes " * 400
+
+
+def test_upload_becomes_an_attachment_with_caption_and_tags(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/Cracked concrete – bay 3 ü.png"
+    version = harness.put(key, PHOTO, caption="=?utf-8?q?Caf=C3=A9_crack?=", binding="TypeOfDefect")
+    report = harness.deliver()
+    assert report.failed == 0
+    (att,) = harness.attachments(issue)
+    assert att["fileName"] == "Cracked concrete – bay 3 ü.png"
+    assert att["caption"] == "Café crack"
+    assert att["binding"] == "TypeOfDefect"
+    assert att["sha256"] == sha256(PHOTO)
+    assert harness.tags(key, version) == {"relay-status": "attached", "relay-attachment-id": att["id"]}
+    record = harness.record_for(key)
+    assert record["status"] == "attached"
+    assert record["attachment_id"] == att["id"]
+    assert int(record["bytes"]) == len(PHOTO)
+
+
+def test_forms_upload(harness: Harness):
+    form = harness.new_parent("forms")
+    harness.put(f"forms/{form}/report.pdf", b"%PDF-1.4 report")
+    harness.deliver()
+    (att,) = harness.attachments(form, "forms")
+    assert att["fileName"] == "report.pdf"
+    assert att["size"] == len(b"%PDF-1.4 report")
+
+
+def test_user_tags_are_kept(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/tagged.jpg"
+    harness.s3.put_object(Bucket=harness.bucket, Key=key, Body=b"jpg", Tagging="project=bridge&site=north")
+    harness.deliver()
+    tags = harness.tags(key)
+    assert tags["project"] == "bridge" and tags["site"] == "north"
+    assert tags["relay-status"] == "attached"
+
+
+# -- Exactly once -----------------------------------------------------------------------------
+
+
+def test_same_notification_twice_makes_one_attachment(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/dup.jpg"
+    harness.put(key, PHOTO)
+    harness.deliver()
+    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    harness.send_raw(s3_message(harness.bucket, key, etag))  # a duplicate arrives as a new message
+    harness.deliver()
+    assert len(harness.attachments(issue)) == 1
+
+
+def test_concurrent_duplicates_make_one_attachment(harness: Harness):
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+    from relay.itwin_relay import build_itwin_relay
+    from relay.settings import Settings
+
+    # Two containers, as Lambda would run them: each with its own clients and state.
+    containers = [build_itwin_relay(Settings.load(harness.stack.env(FUNCTION))) for _ in range(2)]
+    for container in containers:
+        container.start_invocation(LambdaContext(FUNCTION, timeout_s=60))
+    issue = harness.new_parent()
+    key = f"issues/{issue}/concurrent.jpg"
+    harness.put(key, PHOTO)
+    harness.empty_queue("UploadQueue")
+    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    body = s3_message(harness.bucket, key, etag)
+    harness.fault("itwin.issues.upload", latency_ms=800)  # keep the first one in flight
+    outcomes: list[object] = []
+
+    def run(container) -> None:
+        try:
+            outcomes.extend(container.handle_message("m", body))
+        except IdempotencyAlreadyInProgressError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in containers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(harness.attachments(issue)) == 1
+    # The loser is told to come back later; its message returns to the queue and then sees the result.
+    assert sorted(type(o).__name__ for o in outcomes) == ["IdempotencyAlreadyInProgressError", "Outcome"]
+    harness.admin("DELETE", "faults")
+    (again,) = containers[1].handle_message("m", body)
+    assert again.status == "attached"
+    assert len(harness.attachments(issue)) == 1
+
+
+class SimulatedCrash(BaseException):
+    """Stands for the runtime killing the function: not an Exception, so nothing cleans up."""
+
+
+def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Harness, monkeypatch):
+    from devstack.invoke import _modules, load_handler
+
+    load_handler(harness.stack, FUNCTION)
+    relay = _modules[FUNCTION].relay
+    issue = harness.new_parent()
+    key = f"issues/{issue}/crash.jpg"
+    harness.put(key, PHOTO)
+    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    harness.empty_queue("UploadQueue")
+    real_upload = relay.itwin.upload
+
+    def crash(*args, **kwargs):
+        raise SimulatedCrash()
+
+    monkeypatch.setattr(relay.itwin, "upload", crash)
+    event = {"Records": [{"messageId": "m-crash", "receiptHandle": "r", "body": s3_message(harness.bucket, key, etag), "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"}]}
+    with pytest.raises(SimulatedCrash):
+        harness.invoke(event, LambdaContext(FUNCTION, timeout_s=1.5))
+    assert harness.record_for(key)["step"] == "created"
+    (orphan,) = harness.attachments(issue)
+    assert orphan["size"] is None
+    monkeypatch.setattr(relay.itwin, "upload", real_upload)
+    creates = harness.counts()["itwin.issues.create"]
+    time.sleep(1.6)  # the idempotency lock of the dead invocation expires with its timeout
+    result = harness.invoke(event)
+    assert result == {"batchItemFailures": []}
+    (att,) = harness.attachments(issue)
+    assert att["id"] == orphan["id"]
+    assert att["sha256"] == sha256(PHOTO)
+    assert harness.counts()["itwin.issues.create"] == creates  # no second POST
+
+
+def test_put_failure_within_invocation_returns_and_resumes_without_second_post(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/flaky-put.jpg"
+    harness.put(key, PHOTO)
+    before = harness.counts().get("itwin.issues.create", 0)
+    harness.fault("itwin.issues.upload", fail_next=[{"status": 503, "count": 5}])
+    harness.deliver(max_invocations=1)  # every PUT of this delivery fails; the message returns to the queue
+    record = harness.record_for(key)
+    assert record["step"] == "created" and record["status"] == "retrying"
+    harness.admin("DELETE", "faults")
+    harness.deliver()
+    (att,) = harness.attachments(issue)
+    assert att["sha256"] == sha256(PHOTO)
+    assert harness.counts()["itwin.issues.create"] - before == 1
+
+
+@pytest.mark.parametrize(("status", "code", "tag"), [(404, "AttachmentNotFound", "failed"), (413, "RequestTooLarge", "rejected")])
+def test_put_failing_for_good_leaves_no_orphan_metadata(harness: Harness, status, code, tag):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/doomed.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.issues.upload", fail_next=[{"status": status, "code": code}])
+    harness.deliver()
+    assert harness.attachments(issue) == []
+    assert harness.tags(key) == {"relay-status": tag, "relay-error": code}
+    assert harness.counts()["itwin.issues.delete"] >= 1
+
+
+def test_new_version_of_the_same_key_is_a_new_attachment(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/progress.jpg"
+    v1 = harness.put(key, b"monday")
+    harness.deliver()
+    v2 = harness.put(key, b"tuesday")
+    harness.deliver()
+    assert sorted(a["sha256"] for a in harness.attachments(issue)) == sorted([sha256(b"monday"), sha256(b"tuesday")])
+    assert harness.tags(key, v1)["relay-status"] == "attached"
+    assert harness.tags(key, v2)["relay-status"] == "attached"
+
+
+def test_lost_create_answer_is_adopted_not_repeated(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/lost-answer.jpg"
+    harness.put(key, PHOTO)
+    # The sandbox creates the metadata, then the client's connection dies before the answer.
+    harness.fault("itwin.issues.create", latency_ms=0)
+    from devstack.invoke import _modules, load_handler
+
+    load_handler(harness.stack, FUNCTION)
+    relay = _modules[FUNCTION].relay
+    real_create = relay.itwin.create_attachment
+    from relay.exceptions import VendorConnectionError
+
+    def create_then_lose(*args, **kwargs):
+        real_create(*args, **kwargs)
+        raise VendorConnectionError("answer lost", code="Timeout")
+
+    relay.itwin.create_attachment = create_then_lose
+    try:
+        harness.deliver()
+    finally:
+        relay.itwin.create_attachment = real_create
+    (att,) = harness.attachments(issue)
+    assert att["sha256"] == sha256(PHOTO)
+    assert harness.tags(key)["relay-attachment-id"] == att["id"]
+
+
+# -- Errors -------------------------------------------------------------------------------------
+
+
+def test_401_rereads_the_token_then_succeeds(harness: Harness):
+    issue = harness.new_parent()
+    harness.put(f"issues/{issue}/a.jpg", PHOTO)
+    harness.deliver()
+    harness.admin("POST", "tokens/revoke", {})  # every cached token is now refused
+    tokens_before = harness.counts()["itwin.token"]
+    key = f"issues/{issue}/b.jpg"
+    harness.put(key, PHOTO)
+    harness.deliver()
+    assert harness.tags(key)["relay-status"] == "attached"
+    assert harness.counts()["itwin.token"] == tokens_before + 1
+
+
+def test_401_twice_is_failed(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/unauth.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.issues.create", fail_next=[{"status": 401, "code": "InvalidToken", "count": 2}])
+    harness.deliver()
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "InvalidToken"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code", "tag"),
+    [
+        ("issues", 403, "InsufficientPermissions", "failed"),
+        ("forms", 404, "FormDataNotFound", "failed"),
+        ("issues", 422, "InvalidAttachmentRequest", "rejected"),
+    ],
+)
+def test_permanent_vendor_errors_are_tagged_with_the_vendor_code(harness: Harness, kind, status, code, tag):
+    parent = harness.new_parent(kind)
+    key = f"{kind}/{parent}/x.jpg"
+    harness.put(key, PHOTO)
+    harness.fault(f"itwin.{kind}.create", fail_next=[{"status": status, "code": code}])
+    report = harness.deliver()
+    assert report.failed == 0  # permanent: not retried
+    assert harness.tags(key) == {"relay-status": tag, "relay-error": code}
+    assert harness.record_for(key)["error_code"] == code
+
+
+def test_unknown_issue_is_failed_with_issue_not_found(harness: Harness):
+    key = "issues/NO-SUCH-ISSUE/x.jpg"
+    harness.put(key, PHOTO)
+    harness.deliver()
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "IssueNotFound"}
+
+
+def test_422_details_are_logged(harness: Harness, logs):
+    issue = harness.new_parent()
+    harness.put(f"issues/{issue}/bad.jpg", b"x")
+    harness.fault("itwin.issues.create", fail_next=[{"status": 422, "code": "InvalidAttachmentRequest"}])
+    harness.deliver()
+    lines = [json.loads(line) for line in logs.getvalue().splitlines() if "transfer finished" in line]
+    assert lines[-1]["outcome"] == "rejected"
+    assert lines[-1]["error_code"] == "InvalidAttachmentRequest"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"fail_next": [{"status": 429, "retry_after": 1}]},
+        {"fail_next": [{"status": 500}, {"status": 503}]},
+        {"fail_next": [{"drop": True}]},
+    ],
+)
+def test_transient_errors_are_retried_within_the_invocation(harness: Harness, waits, fault):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/transient.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.issues.upload", **fault)
+    report = harness.deliver()
+    assert report.failed == 0
+    assert harness.tags(key)["relay-status"] == "attached"
+    assert len(harness.attachments(issue)) == 1
+    if fault["fail_next"][0].get("retry_after"):
+        assert waits and waits[0] >= 1  # retry-after honoured
+
+
+def test_persistent_outage_ends_in_the_dlq_visibly_failed_without_orphans(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/outage.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.issues.upload", error_rate=1.0, error_status=503)
+    report = harness.deliver(max_seconds=120)
+    assert report.invocations == 5  # MaxReceiveCount's default, read by the local stack from the template
+    assert harness.queue_depth("UploadDeadLetterQueue") == 1
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "InternalServerError"}
+    assert harness.attachments(issue) == []
+    assert harness.record_for(key)["status"] == "failed"
+
+
+def test_timeouts_are_retried(harness: Harness):
+    from relay.itwin_relay import build_itwin_relay
+    from relay.settings import Settings
+
+    env = harness.stack.env(FUNCTION) | {"RELAY_HTTP_READ_TIMEOUT": "0.5"}
+    relay = build_itwin_relay(Settings.load(env), sleep=lambda s: None)
+    issue = harness.new_parent()
+    key = f"issues/{issue}/slow.jpg"
+    harness.put(key, PHOTO)
+    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    harness.fault("itwin.issues.upload", fail_next=[], latency_ms=1000)
+    harness.admin("POST", "faults", {"endpoint": "itwin.issues.upload", "latency_ms": 0, "fail_next": [{"drop": True}]})
+    # First PUT: dropped; with the latency gone the retry succeeds.
+    (outcome,) = relay.handle_message("m", s3_message(harness.bucket, key, etag))
+    assert outcome.status == "attached"
+
+
+def test_object_deleted_before_processing_is_recorded_and_skipped(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/gone.jpg"
+    harness.put(key, PHOTO)
+    harness.s3.delete_object(Bucket=harness.bucket, Key=key)
+    listing = harness.s3.list_object_versions(Bucket=harness.bucket, Prefix=key)
+    for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        harness.s3.delete_object(Bucket=harness.bucket, Key=key, VersionId=v["VersionId"])
+    report = harness.deliver()
+    assert report.failed == 0
+    record = harness.record_for(key)
+    assert record["status"] == "skipped" and record["error_code"] == "ObjectDeleted"
+    assert harness.attachments(issue) == []
+
+
+def test_malformed_message_fails_only_its_record(harness: Harness, logs):
+    issue = harness.new_parent()
+    harness.put(f"issues/{issue}/fine.jpg", PHOTO)
+    harness.send_raw("this is not an S3 event")
+    report = harness.deliver(idle_rounds=1, max_seconds=10)
+    assert report.failed >= 1
+    assert len(harness.attachments(issue)) == 1
+    lines = [json.loads(x) for x in logs.getvalue().splitlines() if "malformed message" in x]
+    line = lines[0]
+    assert line["message_id"] and line["error"] == "MalformedMessage: message body is not JSON"
+
+
+def test_unknown_prefix_is_rejected_without_crashing_the_batch(harness: Harness):
+    issue = harness.new_parent()
+    harness.put(f"issues/{issue}/ok.jpg", PHOTO)
+    harness.s3.put_object(Bucket=harness.bucket, Key="photos/stray.jpg", Body=b"x")
+    harness.send_raw(s3_message(harness.bucket, "photos/stray.jpg"))
+    report = harness.deliver()
+    assert report.failed == 0
+    assert harness.tags("photos/stray.jpg") == {"relay-status": "rejected", "relay-error": "UnknownPrefix"}
+    assert len(harness.attachments(issue)) == 1
+
+
+@pytest.mark.parametrize(("key_tail", "code"), [("../x.jpg", "DotKeySegment"), ("a/b/c.jpg", "NestedKey"), ("x\u0007.jpg", "ControlCharacter")])
+def test_bad_keys_are_rejected_with_a_named_error(harness: Harness, key_tail, code):
+    key = f"issues/{key_tail}" if key_tail.startswith("..") else f"issues/ISSUE-X/{key_tail}"
+    harness.s3.put_object(Bucket=harness.bucket, Key=key, Body=b"x")
+    harness.deliver()
+    assert harness.record_for(key)["error_code"] == code
+
+
+def test_too_large_is_rejected_before_any_metadata(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/huge.bin"
+    harness.put(key, b"0" * (30 * 1024 * 1024 + 1))
+    creates = harness.counts().get("itwin.issues.create", 0)
+    harness.deliver()
+    assert harness.tags(key) == {"relay-status": "rejected", "relay-error": "RequestTooLarge"}
+    assert harness.counts().get("itwin.issues.create", 0) == creates
+
+
+def test_empty_file_is_rejected(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/empty.jpg"
+    harness.put(key, b"")
+    harness.deliver()
+    assert harness.tags(key) == {"relay-status": "rejected", "relay-error": "EmptyFile"}
+    assert harness.attachments(issue) == []
+
+
+def test_location_on_a_foreign_host_is_refused_and_no_bytes_are_sent(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/exfil.jpg"
+    harness.put(key, PHOTO)
+    harness.admin("PUT", "config", {"location_base": "http://files.attacker.example"})
+    uploads = harness.counts().get("itwin.issues.upload", 0)
+    harness.deliver()
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "UnsafeLocation"}
+    assert harness.counts().get("itwin.issues.upload", 0) == uploads
+    assert harness.attachments(issue) == []  # the metadata it created was deleted
+    assert "files.attacker.example" in harness.record_for(key)["error_message"]
