@@ -1,0 +1,91 @@
+"""The events/ samples through the Docker-free invoke, the warm path's call counts, and a faulty burst."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from devstack.invoke import _modules, load_handler
+from relay.uploads import parse_message
+from tests.conftest import EVENTS, load_event
+from tests.integration.conftest import FUNCTION, Harness, s3_message, sha256
+
+pytestmark = pytest.mark.integration
+OBJECTS = {"s3-put-issue-photo.json": "photo.jpg", "s3-put-form-report.json": "report.pdf"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EVENTS.glob("*.json")))
+def test_every_sample_event_runs_against_the_local_stack(harness: Harness, name: str):
+    event = load_event(name)
+    uploads = parse_message(event["Records"][0]["body"])
+    for upload in uploads:
+        data = (EVENTS / "objects" / OBJECTS[name]).read_bytes()
+        harness.s3.put_object(Bucket=upload.bucket, Key=upload.key, Body=data)
+    harness.empty_queue("UploadQueue")
+    result = harness.invoke(event)
+    assert result == {"batchItemFailures": []}
+    for upload in uploads:
+        tags = harness.tags(upload.key)
+        assert tags["relay-status"] == "attached", tags
+        kind, parent, file_name = upload.key.split("/")
+        atts = [a for a in harness.attachments(parent, kind) if a["fileName"] == file_name]
+        assert atts[-1]["sha256"] == sha256((EVENTS / "objects" / OBJECTS[name]).read_bytes())
+
+
+def test_warm_invocations_make_no_secret_calls_and_no_new_vendor_connections(harness: Harness):
+    load_handler(harness.stack, FUNCTION)
+    relay = _modules[FUNCTION].relay
+    secret_calls: list[str] = []
+    client = relay.itwin.requestor.tokens.store.provider.client
+    client.meta.events.register("before-call.secrets-manager", lambda **kw: secret_calls.append(kw["model"].name))
+    issue = harness.new_parent()
+    harness.put(f"issues/{issue}/cold.jpg", b"cold start")
+    harness.deliver()  # the first invocation in this "container" may read secrets and connect
+    connections = harness.inspect()["connections"]
+    secret_calls.clear()
+    for i in range(3):
+        harness.put(f"issues/{issue}/warm-{i}.jpg", b"warm path %d" % i)
+        harness.deliver()
+    # The one new connection is this inspect call's own: the function reused its pooled ones.
+    assert harness.inspect()["connections"] - connections == 1
+    assert secret_calls == []
+    assert len(harness.attachments(issue)) == 4
+
+
+def test_200_notifications_with_duplicates_and_faults_make_200_attachments(harness: Harness):
+    rng = random.Random(2026)
+    issue = harness.new_parent()
+    expected: dict[str, str] = {}
+    bodies = []
+    for i in range(200):
+        data = rng.randbytes(rng.randint(200, 4000))
+        key = f"issues/{issue}/photo-{i:03d}.jpg"
+        harness.put(key, data)
+        expected[f"photo-{i:03d}.jpg"] = sha256(data)
+        bodies.append(s3_message(harness.bucket, key, harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')))
+    for body in rng.sample(bodies, 40):  # 20% delivered twice, as new messages
+        harness.send_raw(body)
+    # About 10% of uploads meet an injected 429 or 5xx on their create or their PUT.
+    harness.fault("itwin.issues.create", error_rate=0.05, error_status=429, retry_after=1)
+    harness.fault("itwin.issues.upload", error_rate=0.05, error_status=503)
+    report = harness.deliver(max_seconds=600)
+    counts = harness.counts()
+    attachments = harness.attachments(issue)
+    assert len(attachments) == 200
+    assert {a["fileName"]: a["sha256"] for a in attachments} == expected
+    assert [a for a in attachments if a["size"] is None] == []  # no orphan metadata
+    assert report.delivered == 240
+    assert harness.queue_depth("UploadDeadLetterQueue") == 0
+    assert counts["itwin.issues.create"] >= 200  # faults made some creates repeat...
+    assert sum(1 for a in attachments if a["uploads"] == 1) == 200  # ...but each file was PUT once
+    statuses = {r["status"] for r in harness.records() if r["key"].startswith(f"issues/{issue}/")}
+    assert statuses == {"attached"}
+
+
+def test_demo_objects_exist():
+    assert all((EVENTS / "objects" / f).exists() for f in OBJECTS.values())
+    assert Path(EVENTS / "s3-test-event.json").exists()
+    assert json.loads(load_event("s3-test-event.json")["Records"][0]["body"])["Event"] == "s3:TestEvent"
