@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -45,7 +46,9 @@ def up(moto_port: int, sandbox_port: int) -> LocalStack:
     moto_url, sandbox_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{sandbox_port}"
     pids = {
         "moto": spawn("moto", ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]),
-        "sandbox": spawn("sandbox", ["-m", "sandbox", "--port", str(sandbox_port), "--data-dir", str(LOG_DIR / "sandbox-data")]),
+        "sandbox": spawn(
+            "sandbox", ["-m", "sandbox", "--port", str(sandbox_port), "--data-dir", str(LOG_DIR / "sandbox-data")]
+        ),
     }
     LocalStack(moto_url, sandbox_url, pids=pids).save()  # so `down` can stop them if provisioning fails
     wait_for(f"{moto_url}/moto-api/")
@@ -61,10 +64,8 @@ def down() -> None:
         return
     stack = LocalStack.read()
     for pid in stack.pids.values():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     STATE_FILE.unlink()
 
 

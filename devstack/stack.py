@@ -95,7 +95,7 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
         _create_queue(stack, resolver, logical, queues[logical].get("Properties", {}), stack_name)
     for logical, res in resolver.resources("AWS::S3::Bucket").items():
         _create_bucket(stack, resolver, logical, res["Properties"])
-    for logical, res in resolver.resources("AWS::Serverless::LayerVersion").items():
+    for logical in resolver.resources("AWS::Serverless::LayerVersion"):
         resolver.refs[logical] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical}:1"
     for logical, res in resolver.resources("AWS::Serverless::Function").items():
         props = res["Properties"]
@@ -211,9 +211,7 @@ def _create_bucket(stack: LocalStack, resolver: Resolver, logical: str, props: d
             },
         )
     if props.get("PublicAccessBlockConfiguration"):
-        s3.put_public_access_block(
-            Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
-        )
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
     notifications = resolver.resolve(props.get("NotificationConfiguration", {}))
     queue_configs = [
         {

@@ -196,7 +196,9 @@ def complete(req: Request) -> None:
             raise error(400, "Parts must be uploaded contiguously from 1.", "BAD_INPUT")
         small = [n for n in numbers[:-1] if upload.parts[n].size < req.store.min_part_bytes]
         if small:
-            raise error(400, f"Part {small[0]} is smaller than the {req.store.min_part_bytes} byte minimum.", "EntityTooSmall")
+            raise error(
+                400, f"Part {small[0]} is smaller than the {req.store.min_part_bytes} byte minimum.", "EntityTooSmall"
+            )
         parts = [upload.parts[n] for n in numbers]
         del req.store.uploads[upload.upload_key]
     stored = req.store.concat(parts)
@@ -254,9 +256,17 @@ def create_item(req: Request) -> None:
         key = storage_object(req, object_id)
         if any(i.folder_id == folder and i.name == name for i in req.store.items.values()):
             raise error(409, f"An item named {name!r} already exists in this folder; create a version.", "CONFLICT")
-        item = ApsItem(f"urn:adsk.wipprod:dm.lineage:{uuid.uuid4().hex[:22]}", req.params["project"], folder, name, [key])
+        item = ApsItem(
+            f"urn:adsk.wipprod:dm.lineage:{uuid.uuid4().hex[:22]}", req.params["project"], folder, name, [key]
+        )
         req.store.items[item.id] = item
-    raise Reply(201, {"data": {"type": "items", "id": item.id, "attributes": {"displayName": name}}, "included": [version_body(item, 1)]})
+    raise Reply(
+        201,
+        {
+            "data": {"type": "items", "id": item.id, "attributes": {"displayName": name}},
+            "included": [version_body(item, 1)],
+        },
+    )
 
 
 @route("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions")
@@ -340,7 +350,9 @@ def list_rfi(req: Request) -> None:
     with req.store.lock:
         everything = list(rfi(req).values())
     page = [rfi_body(a) for a in everything[offset : offset + limit]]
-    raise Reply(200, {"pagination": {"limit": limit, "offset": offset, "totalResults": len(everything)}, "results": page})
+    raise Reply(
+        200, {"pagination": {"limit": limit, "offset": offset, "totalResults": len(everything)}, "results": page}
+    )
 
 
 @route("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete")

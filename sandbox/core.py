@@ -155,8 +155,7 @@ class Request:
         if self.body_consumed:
             return
         length = self.content_length()
-        chunked = "chunked" in (self.h.headers.get("Transfer-Encoding") or "").lower()
-        if (length is not None and length > DRAIN_LIMIT) or (chunked and length is None and False):
+        if length is not None and length > DRAIN_LIMIT:
             self.h.close_connection = True
             return
         for _ in self.chunks():
@@ -165,5 +164,3 @@ class Request:
 
 def guess_type(file_name: str) -> str:
     return mimetypes.guess_type(file_name)[0] or "application/octet-stream"
-
-

@@ -79,7 +79,11 @@ class FaultInjector:
                     if entry.get("drop"):
                         return Fault("drop")
                     return Fault(
-                        "error", int(entry.get("status", 500)), entry.get("retry_after"), entry.get("code"), entry.get("message")
+                        "error",
+                        int(entry.get("status", 500)),
+                        entry.get("retry_after"),
+                        entry.get("code"),
+                        entry.get("message"),
                     )
                 if spec.rate_limit_per_minute is not None:
                     now = self._clock()

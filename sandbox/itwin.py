@@ -67,7 +67,9 @@ def token(req: Request) -> None:
     if "itwin-platform" not in form.get("scope", "").split():
         raise Reply(400, {"error": "invalid_scope"})
     access, lifetime = req.store.issue_token("itwin")
-    raise Reply(200, {"access_token": access, "expires_in": lifetime, "token_type": "Bearer", "scope": "itwin-platform"})
+    raise Reply(
+        200, {"access_token": access, "expires_in": lifetime, "token_type": "Bearer", "scope": "itwin-platform"}
+    )
 
 
 @route("POST", ATT, "itwin.{kind}.create")
@@ -86,7 +88,9 @@ def create(req: Request) -> None:
                     details=[
                         {
                             "code": "MissingRequiredProperty",
-                            "message": "Required property is missing. The request must include a valid 'fileName' property.",
+                            "message": (
+                                "Required property is missing. The request must include a valid 'fileName' property."
+                            ),
                             "target": "fileName",
                         }
                     ],

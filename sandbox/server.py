@@ -56,7 +56,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         request: Request | None = None
         try:
             match = None
-            for verb, pattern, endpoint, fn in ROUTES:
+            for verb, pattern, endpoint, fn in ROUTES:  # noqa: B007 - the loop variables are the result
                 match = pattern.match(path)
                 if match and verb == method:
                     break
@@ -118,7 +118,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 
 def retry_headers(retry_after: int | None) -> dict[str, str]:
-    return {} if retry_after is None else {"retry-after": str(int(math.ceil(retry_after)))}
+    return {} if retry_after is None else {"retry-after": str(math.ceil(retry_after))}
 
 
 def fault_body(endpoint: str, status: int, code: str | None = None, message: str | None = None) -> Any:
@@ -130,7 +130,9 @@ def fault_body(endpoint: str, status: int, code: str | None = None, message: str
     if endpoint.startswith("itwin."):
         if status == 429:
             if endpoint.startswith("itwin.forms"):
-                return itwin.error("TooManyRequests", "More requests were received than the subscription rate-limit allows.")
+                return itwin.error(
+                    "TooManyRequests", "More requests were received than the subscription rate-limit allows."
+                )
             return itwin.error(
                 "RateLimitExceeded",
                 "The client sent more requests than allowed by this API for the current tier of the client.",
@@ -157,7 +159,8 @@ class Sandbox:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://{text}:{port}"
 
     def start(self) -> Sandbox:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="sandbox", daemon=True)
@@ -171,5 +174,3 @@ class Sandbox:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.store.close()
-
-

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -25,9 +25,7 @@ FUNCTION = "S3ToItwinFunction"
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
-    )
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
@@ -114,7 +112,9 @@ class Harness:
         sqs = self.stack.client("sqs")
         url = self.stack.resources[logical]
         for _ in range(100):
-            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
+                "Messages", []
+            )
             if not messages:
                 return
             for m in messages:
@@ -136,9 +136,10 @@ def logs() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logger.registered_formatter)
-    logger.addHandler(handler)
+    underlying = logging.getLogger(logger.service)  # Powertools logs through the stdlib logger of its service
+    underlying.addHandler(handler)
     yield stream
-    logger.removeHandler(handler)
+    underlying.removeHandler(handler)
 
 
 @pytest.fixture
@@ -175,4 +176,6 @@ def s3_message(bucket: str, key: str, etag: str | None = None, version_id: str |
         obj["eTag"] = etag
     if version_id:
         obj["versionId"] = version_id
-    return json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": obj}}]})
+    return json.dumps(
+        {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket}, "object": obj}}]}
+    )

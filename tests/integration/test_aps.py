@@ -41,7 +41,12 @@ def test_reused_refresh_token_is_refused(harness: Harness):
     from devstack.stack import APS_CLIENT
 
     first = harness.admin("POST", "aps/refresh-tokens", {"client_id": APS_CLIENT[0]})["refresh_token"]
-    form = {"grant_type": "refresh_token", "refresh_token": first, "client_id": APS_CLIENT[0], "client_secret": APS_CLIENT[1]}
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": first,
+        "client_id": APS_CLIENT[0],
+        "client_secret": APS_CLIENT[1],
+    }
     ok = requests.post(f"{harness.sandbox}/authentication/v2/token", data=form, timeout=10)
     assert ok.status_code == 200
     assert ok.json()["refresh_token"] != first
@@ -57,7 +62,8 @@ def test_refresher_rotates_the_secret_and_the_old_token_dies(harness: Harness):
     refreshed_client(harness)
     after = json.loads(secrets.get_secret_value(SecretId=env["RELAY_APS_SECRET_ID"])["SecretString"])
     assert after["refresh_token"] != before["refresh_token"]
-    assert after["access_token"] and after["expires_at"] > 0
+    assert after["access_token"]
+    assert after["expires_at"] > 0
     store = SecretStore(env["RELAY_APS_SECRET_ID"], default_token_url="x", default_scope="y")
     secrets.put_secret_value(SecretId=env["RELAY_APS_SECRET_ID"], SecretString=json.dumps(before))  # a stale writer
     with pytest.raises(InvalidRequestError) as info:
@@ -122,20 +128,20 @@ def test_signed_upload_rules(harness: Harness):
 
 
 def test_expired_part_urls_answer_403_and_the_client_asks_again(harness: Harness, monkeypatch):
-    import sandbox.aps as sandbox_aps
+    import time
 
     client = refreshed_client(harness)
     project = "b.demo-project"
     (folder,) = client.top_folders("b.demo-hub", project)
     obj = client.create_storage(project, folder["id"], "late.bin")
-    real_time = sandbox_aps.time.time
+    real_time = time.time
     calls = {"n": 0}
 
     def clock() -> float:
         calls["n"] += 1
-        return real_time() - (3600 if calls["n"] == 1 else 0)  # the first URLs are signed already expired
+        return float(real_time() - (3600 if calls["n"] == 1 else 0))  # the first URLs are signed already expired
 
-    monkeypatch.setattr(sandbox_aps.time, "time", clock)
+    monkeypatch.setattr("sandbox.aps.time.time", clock)
     client.upload_object(obj, 4, lambda s, n: io.BytesIO(b"data"[s : s + n]))
     assert harness.counts()["aps.signeds3upload"] >= 2
 

@@ -48,7 +48,8 @@ def test_user_tags_are_kept(harness: Harness):
     harness.s3.put_object(Bucket=harness.bucket, Key=key, Body=b"jpg", Tagging="project=bridge&site=north")
     harness.deliver()
     tags = harness.tags(key)
-    assert tags["project"] == "bridge" and tags["site"] == "north"
+    assert tags["project"] == "bridge"
+    assert tags["site"] == "north"
     assert tags["relay-status"] == "attached"
 
 
@@ -125,7 +126,21 @@ def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Ha
         raise SimulatedCrash()
 
     monkeypatch.setattr(relay.itwin, "upload", crash)
-    event = {"Records": [{"messageId": "m-crash", "receiptHandle": "r", "body": s3_message(harness.bucket, key, etag), "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn", "awsRegion": "us-east-1"}]}
+    event = {
+        "Records": [
+            {
+                "messageId": "m-crash",
+                "receiptHandle": "r",
+                "body": s3_message(harness.bucket, key, etag),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
     with pytest.raises(SimulatedCrash):
         harness.invoke(event, LambdaContext(FUNCTION, timeout_s=1.5))
     assert harness.record_for(key)["step"] == "created"
@@ -150,7 +165,8 @@ def test_put_failure_within_invocation_returns_and_resumes_without_second_post(h
     harness.fault("itwin.issues.upload", fail_next=[{"status": 503, "count": 5}])
     harness.deliver(max_invocations=1)  # every PUT of this delivery fails; the message returns to the queue
     record = harness.record_for(key)
-    assert record["step"] == "created" and record["status"] == "retrying"
+    assert record["step"] == "created"
+    assert record["status"] == "retrying"
     harness.admin("DELETE", "faults")
     harness.deliver()
     (att,) = harness.attachments(issue)
@@ -158,7 +174,9 @@ def test_put_failure_within_invocation_returns_and_resumes_without_second_post(h
     assert harness.counts()["itwin.issues.create"] - before == 1
 
 
-@pytest.mark.parametrize(("status", "code", "tag"), [(404, "AttachmentNotFound", "failed"), (413, "RequestTooLarge", "rejected")])
+@pytest.mark.parametrize(
+    ("status", "code", "tag"), [(404, "AttachmentNotFound", "failed"), (413, "RequestTooLarge", "rejected")]
+)
 def test_put_failing_for_good_leaves_no_orphan_metadata(harness: Harness, status, code, tag):
     issue = harness.new_parent()
     key = f"issues/{issue}/doomed.jpg"
@@ -288,7 +306,8 @@ def test_transient_errors_are_retried_within_the_invocation(harness: Harness, wa
     assert harness.tags(key)["relay-status"] == "attached"
     assert len(harness.attachments(issue)) == 1
     if fault["fail_next"][0].get("retry_after"):
-        assert waits and waits[0] >= 1  # retry-after honoured
+        assert waits
+        assert waits[0] >= 1
 
 
 def test_persistent_outage_ends_in_the_dlq_visibly_failed_without_orphans(harness: Harness):
@@ -332,7 +351,8 @@ def test_object_deleted_before_processing_is_recorded_and_skipped(harness: Harne
     report = harness.deliver()
     assert report.failed == 0
     record = harness.record_for(key)
-    assert record["status"] == "skipped" and record["error_code"] == "ObjectDeleted"
+    assert record["status"] == "skipped"
+    assert record["error_code"] == "ObjectDeleted"
     assert harness.attachments(issue) == []
 
 
@@ -345,7 +365,8 @@ def test_malformed_message_fails_only_its_record(harness: Harness, logs):
     assert len(harness.attachments(issue)) == 1
     lines = [json.loads(x) for x in logs.getvalue().splitlines() if "malformed message" in x]
     line = lines[0]
-    assert line["message_id"] and line["error"] == "MalformedMessage: message body is not JSON"
+    assert line["message_id"]
+    assert line["error"] == "MalformedMessage: message body is not JSON"
 
 
 def test_unknown_prefix_is_rejected_without_crashing_the_batch(harness: Harness):
@@ -359,7 +380,10 @@ def test_unknown_prefix_is_rejected_without_crashing_the_batch(harness: Harness)
     assert len(harness.attachments(issue)) == 1
 
 
-@pytest.mark.parametrize(("key_tail", "code"), [("../x.jpg", "DotKeySegment"), ("a/b/c.jpg", "NestedKey"), ("x\u0007.jpg", "ControlCharacter")])
+@pytest.mark.parametrize(
+    ("key_tail", "code"),
+    [("../x.jpg", "DotKeySegment"), ("a/b/c.jpg", "NestedKey"), ("x\u0007.jpg", "ControlCharacter")],
+)
 def test_bad_keys_are_rejected_with_a_named_error(harness: Harness, key_tail, code):
     key = f"issues/{key_tail}" if key_tail.startswith("..") else f"issues/ISSUE-X/{key_tail}"
     harness.s3.put_object(Bucket=harness.bucket, Key=key, Body=b"x")

@@ -48,12 +48,18 @@ def token(harness: Harness) -> str:
 
     response = requests.post(
         f"{harness.sandbox}/connect/token",
-        data={"grant_type": "client_credentials", "client_id": ITWIN_CLIENT[0], "client_secret": ITWIN_CLIENT[1], "scope": "itwin-platform"},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": ITWIN_CLIENT[0],
+            "client_secret": ITWIN_CLIENT[1],
+            "scope": "itwin-platform",
+        },
         timeout=10,
     )
     assert response.status_code == 200
     body = response.json()
-    assert body["token_type"] == "Bearer" and body["expires_in"] > 0
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] > 0
     return str(body["access_token"])
 
 
@@ -68,8 +74,14 @@ def test_pages_hold_the_examples_we_test_against():
 
 def test_create_issue_attachment_201_with_absolute_location(harness: Harness, token: str):
     issue = harness.new_parent()
-    example = {"fileName": "CrackedConcrete.png", "caption": "Picture of the cracked concrete", "binding": "TypeOfDefect"}
-    response = requests.post(f"{harness.sandbox}/issues/{issue}/attachments", json=example, headers=auth(token), timeout=10)
+    example = {
+        "fileName": "CrackedConcrete.png",
+        "caption": "Picture of the cracked concrete",
+        "binding": "TypeOfDefect",
+    }
+    response = requests.post(
+        f"{harness.sandbox}/issues/{issue}/attachments", json=example, headers=auth(token), timeout=10
+    )
     assert response.status_code == 201
     location = response.headers["Location"]
     assert location.startswith(f"{harness.sandbox}/issues/{issue}/attachments/")
@@ -79,9 +91,12 @@ def test_create_issue_attachment_201_with_absolute_location(harness: Harness, to
     assert again.status_code == 201
     listing = requests.get(f"{harness.sandbox}/issues/{issue}/attachments", headers=auth(token), timeout=10).json()
     (att,) = listing["attachments"]
-    assert att["fileName"] == "CrackedConcrete.png" and att["size"] == len(b"new-bytes!") and att["type"] == "png"
+    assert att["fileName"] == "CrackedConcrete.png"
+    assert att["size"] == len(b"new-bytes!")
+    assert att["type"] == "png"
     download = requests.get(location, headers=auth(token), timeout=10)
-    assert download.content == b"new-bytes!" and download.headers["Content-Type"] == "image/png"
+    assert download.content == b"new-bytes!"
+    assert download.headers["Content-Type"] == "image/png"
     assert requests.delete(location, headers=auth(token), timeout=10).status_code == 204
     assert requests.get(location, headers=auth(token), timeout=10).json()["error"]["code"] == "AttachmentNotFound"
 
@@ -94,14 +109,18 @@ def test_create_without_authorization_is_401_header_not_found(harness: Harness):
 
 
 def test_create_on_missing_issue_is_404_issue_not_found(harness: Harness, token: str):
-    response = requests.post(f"{harness.sandbox}/issues/nope/attachments", json={"fileName": "a.png"}, headers=auth(token), timeout=10)
+    response = requests.post(
+        f"{harness.sandbox}/issues/nope/attachments", json={"fileName": "a.png"}, headers=auth(token), timeout=10
+    )
     assert response.status_code == 404
     assert response.json() == ISSUES[404]
 
 
 def test_create_without_file_name_is_422_with_details(harness: Harness, token: str):
     issue = harness.new_parent()
-    response = requests.post(f"{harness.sandbox}/issues/{issue}/attachments", json={"caption": "x"}, headers=auth(token), timeout=10)
+    response = requests.post(
+        f"{harness.sandbox}/issues/{issue}/attachments", json={"caption": "x"}, headers=auth(token), timeout=10
+    )
     assert response.status_code == 422
     assert response.json() == ISSUES[422]
 
@@ -110,7 +129,9 @@ def test_issue_rate_limit_is_429_with_retry_after(harness: Harness, token: str):
     issue = harness.new_parent()
     harness.fault("itwin.issues.create", rate_limit_per_minute=2)
     codes = [
-        requests.post(f"{harness.sandbox}/issues/{issue}/attachments", json={"fileName": "a.png"}, headers=auth(token), timeout=10)
+        requests.post(
+            f"{harness.sandbox}/issues/{issue}/attachments", json={"fileName": "a.png"}, headers=auth(token), timeout=10
+        )
         for _ in range(3)
     ]
     assert [r.status_code for r in codes] == [201, 201, 429]
@@ -122,7 +143,9 @@ def test_forms_list_200_matches_the_documented_shape(harness: Harness, token: st
     form = harness.new_parent("forms")
     for doc in FORMS[200]["attachments"]:
         body = {"fileName": doc["fileName"], "caption": doc["caption"], "binding": doc["binding"]}
-        location = requests.post(f"{harness.sandbox}/forms/{form}/attachments", json=body, headers=auth(token), timeout=10).headers["Location"]
+        location = requests.post(
+            f"{harness.sandbox}/forms/{form}/attachments", json=body, headers=auth(token), timeout=10
+        ).headers["Location"]
         requests.put(location, data=b"x" * 10, headers=auth(token), timeout=10)
     listing = requests.get(f"{harness.sandbox}/forms/{form}/attachments", headers=auth(token), timeout=10)
     assert listing.status_code == 200
@@ -130,7 +153,10 @@ def test_forms_list_200_matches_the_documented_shape(harness: Harness, token: st
     assert [set(a) for a in got] == [set(a) for a in FORMS[200]["attachments"]]
     for mine, theirs in zip(got, FORMS[200]["attachments"], strict=True):
         assert (mine["fileName"], mine["caption"], mine["binding"], mine["type"]) == (
-            theirs["fileName"], theirs["caption"], theirs["binding"], theirs["type"]
+            theirs["fileName"],
+            theirs["caption"],
+            theirs["binding"],
+            theirs["type"],
         )
 
 
@@ -150,7 +176,9 @@ def test_forms_errors_match_the_page(harness: Harness, token: str):
 def test_upload_above_the_limit_is_413_request_too_large(harness: Harness, token: str):
     form = harness.new_parent("forms")
     harness.admin("PUT", "config", {"max_upload_bytes": 1000})
-    location = requests.post(f"{harness.sandbox}/forms/{form}/attachments", json={"fileName": "big.bin"}, headers=auth(token), timeout=10).headers["Location"]
+    location = requests.post(
+        f"{harness.sandbox}/forms/{form}/attachments", json={"fileName": "big.bin"}, headers=auth(token), timeout=10
+    ).headers["Location"]
     response = requests.put(location, data=b"x" * 1001, headers=auth(token), timeout=10)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "RequestTooLarge"
@@ -160,7 +188,9 @@ def test_upload_above_the_limit_is_413_request_too_large(harness: Harness, token
 
 def test_upload_to_unknown_attachment_is_404(harness: Harness, token: str):
     issue = harness.new_parent()
-    response = requests.put(f"{harness.sandbox}/issues/{issue}/attachments/nope", data=b"x", headers=auth(token), timeout=10)
+    response = requests.put(
+        f"{harness.sandbox}/issues/{issue}/attachments/nope", data=b"x", headers=auth(token), timeout=10
+    )
     assert (response.status_code, response.json()["error"]["code"]) == (404, "AttachmentNotFound")
 
 
@@ -172,11 +202,17 @@ def test_invalid_token_is_401(harness: Harness):
 def test_list_pages_at_50_with_continuation(harness: Harness, token: str):
     issue = harness.new_parent()
     for i in range(53):
-        requests.post(f"{harness.sandbox}/issues/{issue}/attachments", json={"fileName": f"{i}.jpg"}, headers=auth(token), timeout=10)
+        requests.post(
+            f"{harness.sandbox}/issues/{issue}/attachments",
+            json={"fileName": f"{i}.jpg"},
+            headers=auth(token),
+            timeout=10,
+        )
     first = requests.get(f"{harness.sandbox}/issues/{issue}/attachments", headers=auth(token), timeout=10).json()
     assert len(first["attachments"]) == 50
     second = requests.get(first["_links"]["next"]["href"], headers=auth(token), timeout=10).json()
-    assert len(second["attachments"]) == 3 and "_links" not in second
+    assert len(second["attachments"]) == 3
+    assert "_links" not in second
 
 
 def test_rfi_attach_contract_from_page_002(harness: Harness):
@@ -191,7 +227,12 @@ def test_rfi_attach_contract_from_page_002(harness: Harness):
     page = RFI_PAGE.read_text(encoding="utf-8")
     example_keys = set(json.JSONDecoder().raw_decode(page, page.index("{", page.index("Response\n{")))[0])
     assert set(created.json()) >= example_keys - {"deletedAt", "deletedBy"}
-    assert created.json()["urnType"] == "dm" and created.json()["name"] == "Photo.png"
-    for bad in ({"name": "x" * 401, "urn": item, "urnType": "dm"}, {"name": "a", "urn": item, "urnType": "oss"}, {"name": "a", "urn": "urn:adsk.wipprod:dm.lineage:missing", "urnType": "dm"}):
+    assert created.json()["urnType"] == "dm"
+    assert created.json()["name"] == "Photo.png"
+    for bad in (
+        {"name": "x" * 401, "urn": item, "urnType": "dm"},
+        {"name": "a", "urn": item, "urnType": "oss"},
+        {"name": "a", "urn": "urn:adsk.wipprod:dm.lineage:missing", "urnType": "dm"},
+    ):
         assert requests.post(url, json=bad, headers=headers, timeout=10).status_code == 400
     assert requests.post(url, json={"name": "a", "urn": item, "urnType": "dm"}, timeout=10).status_code == 401

@@ -8,14 +8,18 @@ import pytest
 
 from relay import exceptions as e
 
-ITWIN_401 = {"error": {"code": "HeaderNotFound", "message": "Header Authorization was not found in the request. Access denied."}}
+ITWIN_401 = {
+    "error": {"code": "HeaderNotFound", "message": "Header Authorization was not found in the request. Access denied."}
+}
 ITWIN_404 = {"error": {"code": "IssueNotFound", "message": "Requested issue is not available.", "target": "id"}}
 FORMS_404 = {"error": {"code": "FormDataNotFound", "message": "Requested form data is not available.", "target": "id"}}
 ITWIN_422 = {
     "error": {
         "code": "InvalidAttachmentRequest",
         "message": "Cannot create attachment.",
-        "details": [{"code": "MissingRequiredProperty", "message": "Required property is missing.", "target": "fileName"}],
+        "details": [
+            {"code": "MissingRequiredProperty", "message": "Required property is missing.", "target": "fileName"}
+        ],
     }
 }
 ITWIN_429 = {"error": {"code": "RateLimitExceeded", "message": "The client sent more requests than allowed."}}
@@ -38,7 +42,13 @@ OAUTH = {"error": "invalid_grant", "error_description": "The refresh token is in
         (404, NOT_ATTACHED, e.NotFoundError, "AttachmentNotFound", None),
         (404, NO_FILE, e.NotFoundError, "FileNotFound", None),
         (400, OAUTH, e.InvalidRequestError, "invalid_grant", None),
-        (400, {"developerMessage": "name too long", "errorCode": "BAD_INPUT"}, e.InvalidRequestError, "BAD_INPUT", None),
+        (
+            400,
+            {"developerMessage": "name too long", "errorCode": "BAD_INPUT"},
+            e.InvalidRequestError,
+            "BAD_INPUT",
+            None,
+        ),
         (409, None, e.InvalidRequestError, "InvalidRequest", None),
         (413, TOO_LARGE, e.TooLargeError, "RequestTooLarge", None),
         (422, ITWIN_422, e.InvalidRequestError, "InvalidAttachmentRequest", None),
@@ -66,7 +76,9 @@ def test_422_keeps_vendor_details():
     assert error.details[0]["target"] == "fileName"
 
 
-@pytest.mark.parametrize("body", [None, b"", b"not json", b"[1,2]", b'{"error": 42}', b'{"error": {"code": 5}}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body", [None, b"", b"not json", b"[1,2]", b'{"error": 42}', b'{"error": {"code": 5}}', b"\xff\xfe"]
+)
 def test_missing_or_malformed_body_still_maps(body):
     error = e.error_from_response(404, body)
     assert isinstance(error, e.NotFoundError)
@@ -75,7 +87,8 @@ def test_missing_or_malformed_body_still_maps(body):
 
 
 @pytest.mark.parametrize(
-    ("header", "expected"), [("3", 3.0), (" 10 ", 10.0), ("0.5", 0.5), ("-1", 0.0), ("Wed, 21 Oct 2015", None), (None, None)]
+    ("header", "expected"),
+    [("3", 3.0), (" 10 ", 10.0), ("0.5", 0.5), ("-1", 0.0), ("Wed, 21 Oct 2015", None), (None, None)],
 )
 def test_retry_after_parsing(header, expected):
     headers = {"Retry-After": header} if header is not None else {}

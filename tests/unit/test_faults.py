@@ -14,7 +14,9 @@ def test_rate_limit_window_and_retry_after():
     assert faults.decide("itwin.issues.create") is None
     assert faults.decide("itwin.issues.create") is None
     limited = faults.decide("itwin.issues.create")
-    assert limited is not None and limited.status == 429 and limited.retry_after == 60
+    assert limited is not None
+    assert limited.status == 429
+    assert limited.retry_after == 60
     now[0] = 45.0
     assert faults.decide("itwin.issues.create").retry_after == 15  # type: ignore[union-attr]
     now[0] = 61.0
@@ -23,7 +25,9 @@ def test_rate_limit_window_and_retry_after():
 
 def test_fail_next_is_exact_and_ordered():
     faults = FaultInjector()
-    faults.configure("x", fail_next=[{"status": 503, "count": 2}, {"drop": True}, {"status": 404, "code": "AttachmentNotFound"}])
+    faults.configure(
+        "x", fail_next=[{"status": 503, "count": 2}, {"drop": True}, {"status": 404, "code": "AttachmentNotFound"}]
+    )
     decisions = [faults.decide("x") for _ in range(5)]
     assert [d.kind if d else None for d in decisions] == ["error", "error", "drop", "error", None]
     assert decisions[3].code == "AttachmentNotFound"  # type: ignore[union-attr]

@@ -11,8 +11,7 @@ from relay.http import Deadline, Requestor, RetryPolicy
 def err(status: int | None, retry_after: float | None = None) -> e.RelayError:
     if status is None:
         return e.VendorConnectionError("reset", code="ConnectionError")
-    error = e.error_class_for(status)("x", http_status=status, retry_after=retry_after)
-    return error
+    return e.error_class_for(status)("x", http_status=status, retry_after=retry_after)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,9 @@ GOOD = {"client_id": "id", "client_secret": "s3cr3t-value", "token_url": "https:
 
 
 def parse(raw):
-    return PlatformSecret.parse(raw, secret_id="relay/itwin", default_token_url="https://d/t", default_scope="itwin-platform")
+    return PlatformSecret.parse(
+        raw, secret_id="relay/itwin", default_token_url="https://d/t", default_scope="itwin-platform"
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,7 +50,9 @@ def test_defaults_and_repr_hide_secrets():
     assert secret.token_url == "https://d/t"
     assert secret.scope == "itwin-platform"
     text = repr(secret)
-    assert "s3cr3t-value" not in text and "at-123" not in text and "rt-456" not in text
+    assert "s3cr3t-value" not in text
+    assert "at-123" not in text
+    assert "rt-456" not in text
 
 
 @pytest.fixture
@@ -75,7 +79,9 @@ def test_invalid_json_secret_is_a_configuration_error(secrets):
 
 
 def test_missing_secret_is_a_configuration_error(secrets):
-    store = SecretStore("nope", default_token_url="x", default_scope="y", provider=SecretsProvider(boto3_client=secrets))
+    store = SecretStore(
+        "nope", default_token_url="x", default_scope="y", provider=SecretsProvider(boto3_client=secrets)
+    )
     with pytest.raises(ConfigurationError, match="'nope' could not be read"):
         store.get()
 
@@ -111,5 +117,7 @@ def test_stored_tokens_reread_then_explain(secrets):
     tokens = StoredTokens(store, clock=lambda: 1_000)
     with pytest.raises(AuthenticationError, match="refresher"):
         tokens.token()
-    secrets.put_secret_value(SecretId="relay/aps", SecretString=json.dumps({**GOOD, "access_token": "new", "expires_at": 99_999}))
+    secrets.put_secret_value(
+        SecretId="relay/aps", SecretString=json.dumps({**GOOD, "access_token": "new", "expires_at": 99_999})
+    )
     assert tokens.token() == "new"  # expired in cache → forced re-read finds the refreshed one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -41,8 +42,13 @@ class ApsClient:
         self.requestor = requestor
         # Signed S3 part URLs get no Authorization header; this requestor has no token source.
         self.part_uploader = part_uploader or Requestor(
-            requestor.base_url, tokens=None, token_hosts=(), session=requestor.session, policy=requestor.policy,
-            timeout=requestor.timeout, sleep=requestor.sleep,
+            requestor.base_url,
+            tokens=None,
+            token_hosts=(),
+            session=requestor.session,
+            policy=requestor.policy,
+            timeout=requestor.timeout,
+            sleep=requestor.sleep,
         )
 
     def rfi_container_id(self, hub_id: str, project_id: str) -> str:
@@ -50,7 +56,9 @@ class ApsClient:
         try:
             return str(data["data"]["relationships"]["rfis"]["data"]["id"])
         except (KeyError, TypeError):
-            raise VendorError("project has no RFI container (is it a BIM 360 project?)", code="NoRfiContainer") from None
+            raise VendorError(
+                "project has no RFI container (is it a BIM 360 project?)", code="NoRfiContainer"
+            ) from None
 
     def top_folders(self, hub_id: str, project_id: str) -> list[dict[str, Any]]:
         data = self.requestor.request(
@@ -69,14 +77,22 @@ class ApsClient:
         data = self.requestor.request("POST", f"/data/v1/projects/{quote(project_id)}/storage", json=body).json()
         return StorageObject.parse(str(data["data"]["id"]))
 
-    def signed_urls(self, obj: StorageObject, parts: int, first_part: int, upload_key: str | None) -> tuple[str, list[str]]:
+    def signed_urls(
+        self, obj: StorageObject, parts: int, first_part: int, upload_key: str | None
+    ) -> tuple[str, list[str]]:
         params: dict[str, Any] = {"parts": parts, "firstPart": first_part}
         if upload_key:
             params["uploadKey"] = upload_key
         data = self.requestor.request("GET", self._signed_path(obj), params=params).json()
         return str(data["uploadKey"]), list(data["urls"])
 
-    def upload_object(self, obj: StorageObject, size: int, open_range: Callable[[int, int], IO[bytes]], part_size: int = MIN_PART_BYTES) -> None:
+    def upload_object(
+        self,
+        obj: StorageObject,
+        size: int,
+        open_range: Callable[[int, int], IO[bytes]],
+        part_size: int = MIN_PART_BYTES,
+    ) -> None:
         """Upload `size` bytes in parts read by `open_range(start, length)`, asking for fresh URLs on 403 (expired)."""
         part_size = max(part_size, MIN_PART_BYTES)
         count = max(1, -(-size // part_size))
@@ -92,7 +108,10 @@ class ApsClient:
                 length = min(part_size, size - start)
                 try:
                     self.part_uploader.request(
-                        "PUT", url, body=lambda s=start, n=length: open_range(s, n), auth=False,
+                        "PUT",
+                        url,
+                        body=partial(open_range, start, length),
+                        auth=False,
                         headers={"Content-Length": str(length)},
                     )
                 except PermissionDeniedError:
@@ -108,7 +127,10 @@ class ApsClient:
         body = jsonapi(
             {
                 "type": "items",
-                "attributes": {"displayName": name, "extension": {"type": "items:autodesk.bim360:File", "version": "1.0"}},
+                "attributes": {
+                    "displayName": name,
+                    "extension": {"type": "items:autodesk.bim360:File", "version": "1.0"},
+                },
                 "relationships": {
                     "tip": {"data": {"type": "versions", "id": "1"}},
                     "parent": {"data": {"type": "folders", "id": folder_id}},
@@ -118,7 +140,10 @@ class ApsClient:
                 {
                     "type": "versions",
                     "id": "1",
-                    "attributes": {"name": name, "extension": {"type": "versions:autodesk.bim360:File", "version": "1.0"}},
+                    "attributes": {
+                        "name": name,
+                        "extension": {"type": "versions:autodesk.bim360:File", "version": "1.0"},
+                    },
                     "relationships": {"storage": {"data": {"type": "objects", "id": obj.object_id}}},
                 }
             ],

@@ -49,7 +49,7 @@ class TokenSource(Protocol):
 
 def full_jitter(delay: float) -> float:
     """AWS 'full jitter': a uniform draw below the exponential delay."""
-    return random.uniform(0, delay)
+    return random.uniform(0, delay)  # noqa: S311 - spreading retries needs no cryptographic randomness
 
 
 @dataclass(frozen=True)

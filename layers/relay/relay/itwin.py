@@ -43,7 +43,9 @@ class ITwinClient:
         response = self.requestor.request("POST", _path(kind, parent_id), json=body, idempotent=False)
         location = response.headers.get("Location")
         if not location:
-            raise VendorError("create answered without a Location header", http_status=response.status, code="MissingLocation")
+            raise VendorError(
+                "create answered without a Location header", http_status=response.status, code="MissingLocation"
+            )
         location = self.requestor.url(location)  # a relative Location resolves against the API base
         attachment_id = urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
         return CreatedAttachment(attachment_id, location)
@@ -55,7 +57,9 @@ class ITwinClient:
                 "nor listed in RELAY_ALLOWED_UPLOAD_HOSTS; no bytes were sent"
             )
 
-    def upload(self, location: str, body: BodyFactory, size: int, content_type: str = "application/octet-stream") -> None:
+    def upload(
+        self, location: str, body: BodyFactory, size: int, content_type: str = "application/octet-stream"
+    ) -> None:
         """PUT the file to Location. A second PUT overwrites, so retrying is safe."""
         self.check_upload_location(location)
         self.requestor.request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -133,7 +134,12 @@ class ItwinRelay:
         final = self.max_receive_count is not None and receive_count >= self.max_receive_count
         results = []
         for upload in uploads:
-            data = {**upload.as_idempotency_data(), "version_id": upload.version_id, "etag": upload.etag, "size": upload.size}
+            data = {
+                **upload.as_idempotency_data(),
+                "version_id": upload.version_id,
+                "etag": upload.etag,
+                "size": upload.size,
+            }
             results.append(Outcome(**self._relay(upload=data, final_attempt=final)))
         return results
 
@@ -174,7 +180,9 @@ class ItwinRelay:
         try:
             created = self._ensure_created(up, target, info, record)
             if record.step != r.UPLOADED:
-                self.itwin.upload(created.location, lambda: self.objects.open(up, info.size), info.size, info.content_type)
+                self.itwin.upload(
+                    created.location, lambda: self.objects.open(up, info.size), info.size, info.content_type
+                )
                 self.records.update(up, step=r.UPLOADED)
             return self._finish(up, target, r.ATTACHED, started, attachment_id=created.attachment_id, size=info.size)
         except ObjectGoneError as error:
@@ -195,7 +203,9 @@ class ItwinRelay:
             self._discard(up, target, created)
             return self._finish(up, target, r.FAILED, started, error=error)
 
-    def _ensure_created(self, up: Upload, target: Target, info: ObjectInfo, record: TransferRecord) -> CreatedAttachment:
+    def _ensure_created(
+        self, up: Upload, target: Target, info: ObjectInfo, record: TransferRecord
+    ) -> CreatedAttachment:
         if record.step in (r.CREATED, r.UPLOADED) and record.location and record.attachment_id:
             return CreatedAttachment(record.attachment_id, record.location)  # resume: never a second POST
         if record.step == r.CREATING:
@@ -206,7 +216,9 @@ class ItwinRelay:
         since = iso(time.time())
         self.records.update(up, step=r.CREATING, creating_since=since)
         try:
-            created = self.itwin.create_attachment(target.kind, target.parent_id, target.file_name, info.caption, info.binding)
+            created = self.itwin.create_attachment(
+                target.kind, target.parent_id, target.file_name, info.caption, info.binding
+            )
         except VendorConnectionError:
             # The POST may have landed with its answer lost: look for it before anyone POSTs again.
             adopted = self._adopt(target, since)
@@ -254,7 +266,10 @@ class ItwinRelay:
         except NotFoundError:
             return True
         except RelayError as error:
-            logger.error("could not delete metadata of a failed upload", extra={"attachment_id": attachment_id, "error": str(error)})
+            logger.error(
+                "could not delete metadata of a failed upload",
+                extra={"attachment_id": attachment_id, "error": str(error)},
+            )
             return False
 
     def _finish(
@@ -270,21 +285,28 @@ class ItwinRelay:
         tag: bool = True,
     ) -> dict[str, Any]:
         if tag:
-            try:
+            with contextlib.suppress(ObjectGoneError):
                 self.objects.tag(up, status, attachment_id, error.code if error else None)
-            except ObjectGoneError:
-                pass
         message = str(error)[:1000] if error else None
-        self.records.update(
-            up,
-            **({"step": r.DONE} if status == r.ATTACHED else {}),
-            status=status,
-            attachment_id=attachment_id,
-            error_code=error.code if error else None,
-            error_message=message,
-            bytes=size,
+        fields: dict[str, Any] = {
+            "status": status,
+            "attachment_id": attachment_id,
+            "error_code": error.code if error else None,
+            "error_message": message,
+            "bytes": size,
+        }
+        if status == r.ATTACHED:
+            fields["step"] = r.DONE
+        self.records.update(up, **fields)
+        outcome = Outcome(
+            up.identity,
+            status,
+            target.describe() if target else None,
+            attachment_id,
+            size,
+            error.code if error else None,
+            message,
         )
-        outcome = Outcome(up.identity, status, target.describe() if target else None, attachment_id, size, error.code if error else None, message)
         details = error.details if isinstance(error, VendorError) and error.details else None
         log = logger.info if status in (r.ATTACHED, r.SKIPPED) else logger.warning
         log(

@@ -114,7 +114,11 @@ class TransferRecords:
     def update(self, upload: Upload, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
         fields["updated_at"] = iso(self.clock())
         names = {f"#{k}": k for k in fields} | {f"#{k}": k for k in remove}
-        values = {f":{k}": ({"N": str(v)} if isinstance(v, int) else {"S": str(v)}) for k, v in fields.items() if v is not None}
+        values = {
+            f":{k}": ({"N": str(v)} if isinstance(v, int) else {"S": str(v)})
+            for k, v in fields.items()
+            if v is not None
+        }
         sets = [f"#{k} = :{k}" for k, v in fields.items() if v is not None]
         expression = "SET " + ", ".join(sets)
         cleared = [k for k, v in fields.items() if v is None] + list(remove)

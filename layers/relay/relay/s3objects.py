@@ -59,9 +59,10 @@ def _version_args(upload: Upload) -> dict[str, str]:
 
 def _is_missing(exc: ClientError) -> bool:
     code = exc.response.get("Error", {}).get("Code", "")
-    return code in ("404", "NoSuchKey", "NoSuchVersion", "NotFound") or exc.response.get(
-        "ResponseMetadata", {}
-    ).get("HTTPStatusCode") == 404
+    return (
+        code in ("404", "NoSuchKey", "NoSuchVersion", "NotFound")
+        or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+    )
 
 
 class ObjectStore:
@@ -74,7 +75,9 @@ class ObjectStore:
         except ClientError as exc:
             if _is_missing(exc):
                 raise ObjectGoneError(f"s3://{upload.bucket}/{upload.key} no longer exists") from None
-            raise ObjectStoreError(f"HEAD s3://{upload.bucket}/{upload.key} failed: {exc.response['Error'].get('Code')}") from exc
+            raise ObjectStoreError(
+                f"HEAD s3://{upload.bucket}/{upload.key} failed: {exc.response['Error'].get('Code')}"
+            ) from exc
         except BotoCoreError as exc:
             raise ObjectStoreError(f"HEAD s3://{upload.bucket}/{upload.key} failed: {type(exc).__name__}") from exc
         metadata = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}

@@ -108,9 +108,7 @@ class Settings:
                 _number(_pick(None, e, c.MAX_ATTEMPTS_ENV, str(c.DEFAULT_MAX_ATTEMPTS)), c.MAX_ATTEMPTS_ENV, int)
             ),
             secret_max_age=int(
-                _number(
-                    _pick(None, e, c.SECRET_MAX_AGE_ENV, str(c.DEFAULT_SECRET_MAX_AGE)), c.SECRET_MAX_AGE_ENV, int
-                )
+                _number(_pick(None, e, c.SECRET_MAX_AGE_ENV, str(c.DEFAULT_SECRET_MAX_AGE)), c.SECRET_MAX_AGE_ENV, int)
             ),
             max_receive_count=int(_number(raw_receive, c.MAX_RECEIVE_COUNT_ENV, int)) if raw_receive else None,
         )

@@ -116,7 +116,9 @@ class SecretStore:
         except TransformParameterError as exc:
             raise ConfigurationError(f"secret {self.secret_id!r} is not valid JSON") from exc
         except GetParameterError as exc:
-            raise ConfigurationError(f"secret {self.secret_id!r} could not be read: {type(exc.__cause__).__name__}") from exc
+            raise ConfigurationError(
+                f"secret {self.secret_id!r} could not be read: {type(exc.__cause__).__name__}"
+            ) from exc
         return PlatformSecret.parse(
             raw, secret_id=self.secret_id, default_token_url=self.default_token_url, default_scope=self.default_scope
         )

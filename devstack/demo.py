@@ -1,0 +1,113 @@
+"""`make demo`: uploads to the local bucket become iTwin attachments, end to end, and the outcome is checked."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+import requests
+from moto.server import ThreadedMotoServer
+
+from devstack.invoke import pump
+from devstack.stack import LocalStack, provision
+from sandbox import Sandbox
+
+FUNCTION = "S3ToItwinFunction"
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    data: bytes
+    caption: str | None
+    expected_status: str
+    expected_error: str | None = None
+
+
+def samples() -> list[Sample]:
+    photo = hashlib.sha256(b"seed").digest() * 2048  # 64 KiB
+    return [
+        Sample("issues/ISSUE-1001/site-photo-001.jpg", photo, "North abutment", "attached"),
+        Sample("issues/ISSUE-ÜNICODE-7/Riss in der Wand – Müller (2).png", photo[::-1], "Café – crack", "attached"),
+        Sample("forms/FORM-2001/Inspection report.pdf", b"%PDF-1.4 demo report\n" * 300, None, "attached"),
+        Sample(
+            "issues/ISSUE-1002/drone-survey.tif", b"\0" * (30 * 1024 * 1024 + 1), None, "rejected", "RequestTooLarge"
+        ),
+        Sample("issues/ISSUE-9999/missing-issue.jpg", photo, None, "failed", "IssueNotFound"),
+    ]
+
+
+def run(stack: LocalStack) -> int:
+    s3 = stack.client("s3")
+    bucket = stack.resources["UploadBucket"]
+    items = samples()
+    print(f"uploading {len(items)} files to s3://{bucket} on moto ({stack.moto_url})")
+    for sample in items:
+        metadata = {"caption": _rfc2047(sample.caption)} if sample.caption else {}
+        s3.put_object(Bucket=bucket, Key=sample.key, Body=sample.data, Metadata=metadata)
+    print("delivering the S3 notifications through the queue to", FUNCTION)
+    report = pump(stack, FUNCTION)
+    print(f"{report.invocations} invocation(s), {report.delivered} message(s) delivered, {report.failed} returned\n")
+    state = requests.get(f"{stack.sandbox_url}/__sandbox/inspect", timeout=10).json()["itwin"]
+    header = f"{'key':52} {'target':22} {'attachment id':14} {'bytes':>9} {'sha256':7} status"
+    print(header)
+    print("-" * len(header))
+    problems = 0
+    for sample in items:
+        tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=sample.key)["TagSet"]}
+        kind, parent, _name = sample.key.split("/")
+        attachment_id = tags.get("relay-attachment-id")
+        found = next((a for a in state[kind].get(parent, []) if a["id"] == attachment_id), None)
+        digest_ok = found is not None and found["sha256"] == hashlib.sha256(sample.data).hexdigest()
+        status = tags.get("relay-status", "-")
+        error = tags.get("relay-error")
+        ok = status == sample.expected_status and error == sample.expected_error
+        ok = ok and (digest_ok if sample.expected_status == "attached" else found is None)
+        problems += not ok
+        shown = f"{status}" + (f" ({error})" if error else "")
+        print(
+            f"{sample.key[:52]:52} {kind + '/' + parent:22} {(attachment_id or '-')[:12]:14} "
+            f"{len(sample.data):>9} {('match' if digest_ok else '-'):7} {shown}{'' if ok else '   <-- UNEXPECTED'}"
+        )
+    orphans = [a for atts in state["issues"].values() for a in atts if a["size"] is None]
+    print(f"\norphan metadata records in the sandbox: {len(orphans)}")
+    problems += len(orphans)
+    print("demo OK" if problems == 0 else f"demo FAILED: {problems} unexpected result(s)")
+    return 0 if problems == 0 else 1
+
+
+def _rfc2047(text: str) -> str:
+    from email.header import Header
+
+    return Header(text, "utf-8").encode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
+    parser.add_argument("--running", action="store_true", help="use the stack started by `make stack-up`")
+    args = parser.parse_args(argv)
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # keep the table readable
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    if args.running:
+        return run(LocalStack.read())
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    sandbox = Sandbox().start()
+    try:
+        host, port = moto.get_host_and_port()
+        print(f"local stack: moto server http://{host}:{port}, platform sandbox {sandbox.url}")
+        stack = provision(f"http://{host}:{port}", sandbox.url)
+        return run(stack)
+    finally:
+        sandbox.stop()
+        moto.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
