@@ -20,7 +20,8 @@ class FaultSpec:
     retry_after: int | None = None
     latency_ms: int = 0
     drop_rate: float = 0.0
-    # Deterministic: each entry is one future call's fate, {"status": 429, "retry_after": 1} or {"drop": true}.
+    # Deterministic: each entry is one future call's fate: {"status": 429, "retry_after": 1}, {"drop": true},
+    # or {"latency_ms": 1500} (this one call is slow, then served normally).
     fail_next: deque[dict[str, Any]] = field(default_factory=deque)
     window: deque[float] = field(default_factory=deque)
 
@@ -29,7 +30,7 @@ class FaultSpec:
 class Fault:
     """What to do instead of serving a call."""
 
-    kind: str  # "rate_limit" | "error" | "drop"
+    kind: str  # "rate_limit" | "error" | "drop" | "delay"
     status: int = 0
     retry_after: int | None = None
     code: str | None = None
@@ -78,6 +79,8 @@ class FaultInjector:
                     entry = spec.fail_next.popleft()
                     if entry.get("drop"):
                         return Fault("drop")
+                    if "status" not in entry and entry.get("latency_ms"):
+                        return Fault("delay", retry_after=int(entry["latency_ms"]))
                     return Fault(
                         "error",
                         int(entry.get("status", 500)),

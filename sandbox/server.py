@@ -78,6 +78,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                 if fault is not None:
                     if fault.kind == "drop":
                         raise Dropped()
+                    if fault.kind == "delay":
+                        time.sleep((fault.retry_after or 0) / 1000.0)
+                        fault = None
+                if fault is not None:
                     body = fault_body(endpoint, fault.status, fault.code, fault.message)
                     raise Reply(fault.status, body, retry_headers(fault.retry_after))
             fn(request)

@@ -323,21 +323,52 @@ def test_persistent_outage_ends_in_the_dlq_visibly_failed_without_orphans(harnes
     assert harness.record_for(key)["status"] == "failed"
 
 
-def test_timeouts_are_retried(harness: Harness):
+def fast_timeout_relay(harness: Harness):
     from relay.itwin_relay import build_itwin_relay
     from relay.settings import Settings
 
     env = harness.stack.env(FUNCTION) | {"RELAY_HTTP_READ_TIMEOUT": "0.5"}
     relay = build_itwin_relay(Settings.load(env), sleep=lambda s: None)
+    relay.start_invocation(LambdaContext(FUNCTION, timeout_s=60))
+    return relay
+
+
+def test_put_timeout_is_retried(harness: Harness):
+    relay = fast_timeout_relay(harness)
     issue = harness.new_parent()
-    key = f"issues/{issue}/slow.jpg"
+    key = f"issues/{issue}/slow-put.jpg"
     harness.put(key, PHOTO)
     etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
-    harness.fault("itwin.issues.upload", fail_next=[], latency_ms=1000)
-    harness.admin("POST", "faults", {"endpoint": "itwin.issues.upload", "latency_ms": 0, "fail_next": [{"drop": True}]})
-    # First PUT: dropped; with the latency gone the retry succeeds.
+    uploads = harness.counts().get("itwin.issues.upload", 0)
+    harness.fault("itwin.issues.upload", fail_next=[{"latency_ms": 1500}])  # the first PUT's answer is too late
     (outcome,) = relay.handle_message("m", s3_message(harness.bucket, key, etag))
     assert outcome.status == "attached"
+    assert harness.counts()["itwin.issues.upload"] - uploads == 2
+    time.sleep(1.2)  # let the slow first PUT finish: it rewrites the same bytes
+    (att,) = harness.attachments(issue)
+    assert att["sha256"] == sha256(PHOTO)
+
+
+def test_create_timeout_is_adopted_not_repeated(harness: Harness):
+    relay = fast_timeout_relay(harness)
+    issue = harness.new_parent()
+    key = f"issues/{issue}/slow-create.jpg"
+    harness.put(key, PHOTO)
+    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    body = s3_message(harness.bucket, key, etag)
+    creates = harness.counts().get("itwin.issues.create", 0)
+    harness.fault("itwin.issues.create", fail_next=[{"latency_ms": 1000}])
+    from relay.itwin_relay import RetryLaterError
+
+    with pytest.raises(RetryLaterError):  # the answer was lost and nothing to adopt yet: come back later
+        relay.handle_message("m", body)
+    assert harness.record_for(key)["step"] == "creating"
+    time.sleep(1.0)  # meanwhile the slow create lands on the vendor's side
+    (outcome,) = relay.handle_message("m", body)
+    assert outcome.status == "attached"
+    (att,) = harness.attachments(issue)
+    assert att["id"] == outcome.attachment_id and att["sha256"] == sha256(PHOTO)
+    assert harness.counts()["itwin.issues.create"] - creates == 1
 
 
 def test_object_deleted_before_processing_is_recorded_and_skipped(harness: Harness):
