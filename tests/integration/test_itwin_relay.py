@@ -367,7 +367,8 @@ def test_create_timeout_is_adopted_not_repeated(harness: Harness):
     (outcome,) = relay.handle_message("m", body)
     assert outcome.status == "attached"
     (att,) = harness.attachments(issue)
-    assert att["id"] == outcome.attachment_id and att["sha256"] == sha256(PHOTO)
+    assert att["id"] == outcome.attachment_id
+    assert att["sha256"] == sha256(PHOTO)
     assert harness.counts()["itwin.issues.create"] - creates == 1
 
 
