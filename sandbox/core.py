@@ -78,30 +78,26 @@ class Request:
         """The request body, streamed: Content-Length or chunked transfer encoding."""
         self.body_consumed = True
         rfile = self.h.rfile
-        if "chunked" in (self.h.headers.get("Transfer-Encoding") or "").lower():
-            while True:
-                line = rfile.readline(65537)
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return
-                remaining = size
-                while remaining:
-                    data = rfile.read(min(CHUNK, remaining))
-                    if not data:
-                        raise Dropped()
-                    remaining -= len(data)
-                    yield data
-                rfile.readline(3)
-        else:
-            remaining = self.content_length() or 0
-            while remaining:
-                data = rfile.read(min(CHUNK, remaining))
-                if not data:
-                    raise Dropped()
-                remaining -= len(data)
-                yield data
+        if "chunked" not in (self.h.headers.get("Transfer-Encoding") or "").lower():
+            yield from self._exactly(self.content_length() or 0)
+            return
+        while True:
+            line = rfile.readline(65537)
+            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            yield from self._exactly(size)
+            rfile.readline(3)
+
+    def _exactly(self, remaining: int) -> Iterator[bytes]:
+        while remaining:
+            data = self.h.rfile.read(min(CHUNK, remaining))
+            if not data:
+                raise Dropped()  # the client went away mid-body
+            remaining -= len(data)
+            yield data
 
     def body_bytes(self, limit: int = 1024 * 1024) -> bytes:
         out = bytearray()

@@ -68,6 +68,9 @@ class Harness:
     def fault(self, endpoint: str, **options: Any) -> None:
         self.admin("POST", "faults", {"endpoint": endpoint, **options})
 
+    def etag(self, key: str) -> str:
+        return str(self.s3.head_object(Bucket=self.bucket, Key=key)["ETag"]).strip('"')
+
     def put(self, key: str, body: bytes, **metadata: str) -> str:
         return str(self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=metadata).get("VersionId"))
 

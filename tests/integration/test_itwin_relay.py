@@ -61,7 +61,7 @@ def test_same_notification_twice_makes_one_attachment(harness: Harness):
     key = f"issues/{issue}/dup.jpg"
     harness.put(key, PHOTO)
     harness.deliver()
-    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    etag = harness.etag(key)
     harness.send_raw(s3_message(harness.bucket, key, etag))  # a duplicate arrives as a new message
     harness.deliver()
     assert len(harness.attachments(issue)) == 1
@@ -81,7 +81,7 @@ def test_concurrent_duplicates_make_one_attachment(harness: Harness):
     key = f"issues/{issue}/concurrent.jpg"
     harness.put(key, PHOTO)
     harness.empty_queue("UploadQueue")
-    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    etag = harness.etag(key)
     body = s3_message(harness.bucket, key, etag)
     harness.fault("itwin.issues.upload", latency_ms=800)  # keep the first one in flight
     outcomes: list[object] = []
@@ -118,7 +118,7 @@ def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Ha
     issue = harness.new_parent()
     key = f"issues/{issue}/crash.jpg"
     harness.put(key, PHOTO)
-    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    etag = harness.etag(key)
     harness.empty_queue("UploadQueue")
     real_upload = relay.itwin.upload
 
@@ -338,7 +338,7 @@ def test_put_timeout_is_retried(harness: Harness):
     issue = harness.new_parent()
     key = f"issues/{issue}/slow-put.jpg"
     harness.put(key, PHOTO)
-    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    etag = harness.etag(key)
     uploads = harness.counts().get("itwin.issues.upload", 0)
     harness.fault("itwin.issues.upload", fail_next=[{"latency_ms": 1500}])  # the first PUT's answer is too late
     (outcome,) = relay.handle_message("m", s3_message(harness.bucket, key, etag))
@@ -354,7 +354,7 @@ def test_create_timeout_is_adopted_not_repeated(harness: Harness):
     issue = harness.new_parent()
     key = f"issues/{issue}/slow-create.jpg"
     harness.put(key, PHOTO)
-    etag = harness.s3.head_object(Bucket=harness.bucket, Key=key)["ETag"].strip('"')
+    etag = harness.etag(key)
     body = s3_message(harness.bucket, key, etag)
     creates = harness.counts().get("itwin.issues.create", 0)
     harness.fault("itwin.issues.create", fail_next=[{"latency_ms": 1000}])
