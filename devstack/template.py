@@ -78,10 +78,22 @@ class Resolver:
             if key == "Fn::GetAtt":
                 return self.attrs[(arg[0], arg[1])]
             if key == "Fn::If":
-                return self.resolve(arg[1])  # local stack: conditions are taken as false-free defaults
-            if key == "Fn::Not" or key == "Fn::Equals":
-                return value
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
         return {k: self.resolve(v) for k, v in value.items()}
+
+    def condition(self, name: str) -> bool:
+        return self._truth(self.template.get("Conditions", {})[name])
+
+    def _truth(self, expr: Any) -> bool:
+        ((key, arg),) = expr.items()
+        if key == "Fn::Not":
+            return not self._truth(arg[0])
+        if key == "Fn::Equals":
+            return bool(self.resolve(arg[0]) == self.resolve(arg[1]))
+        if key == "Condition":
+            return self.condition(arg)
+        raise ValueError(f"condition function {key} is not supported by the local stack")
 
     def _sub(self, name: str) -> str:
         if "." in name:

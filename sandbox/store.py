@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ class ApsUpload:
     object_key: str
     upload_key: str
     parts: dict[int, StoredFile] = field(default_factory=dict)
-    url_expiry: dict[tuple[int, str], float] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,6 +209,3 @@ class Store:
                 "requests": dict(self.request_counts),
                 "connections": self.connections,
             }
-
-    def new_uuid(self) -> str:
-        return str(uuid.uuid4())

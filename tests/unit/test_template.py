@@ -78,3 +78,14 @@ def test_functions_use_explicit_roles():
     # SAM's SQS event adds AWSLambdaSQSQueueExecutionRole (Resource "*") unless the role is ours.
     for res in of_type("AWS::Serverless::Function").values():
         assert "Role" in res["Properties"]
+
+
+def test_local_resolver_evaluates_conditions():
+    from devstack.template import Resolver
+
+    pseudo = {"AWS::NoValue": ""}
+    no_topic = Resolver(T, parameters={"AlarmTopicArn": ""}, pseudo=pseudo)
+    with_topic = Resolver(T, parameters={"AlarmTopicArn": "arn:aws:sns:us-east-1:1:t"}, pseudo=pseudo)
+    actions = R["DeadLetterAlarm"]["Properties"]["AlarmActions"]
+    assert no_topic.resolve(actions) == ""
+    assert with_topic.resolve(actions) == ["arn:aws:sns:us-east-1:1:t"]

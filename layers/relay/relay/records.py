@@ -131,9 +131,3 @@ class TransferRecords:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
-
-    def get(self, identity: str) -> dict[str, Any] | None:
-        item = self._call("get_item", Key={"upload": {"S": identity}}, ConsistentRead=True).get("Item")
-        if item is None:
-            return None
-        return {k: (v.get("S") if "S" in v else int(v["N"]) if "N" in v else v) for k, v in item.items()}

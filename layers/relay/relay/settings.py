@@ -125,8 +125,3 @@ class Settings:
             }.get(name, name)
             raise ConfigurationError(f"{env_name} is not set")
         return str(value)
-
-    @property
-    def api_hosts(self) -> frozenset[str]:
-        """Hosts that may receive the bearer token."""
-        return frozenset({host_of(self.itwin_api_url), host_of(self.aps_api_url)})
