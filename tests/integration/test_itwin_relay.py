@@ -453,3 +453,23 @@ def test_location_on_a_foreign_host_is_refused_and_no_bytes_are_sent(harness: Ha
     assert harness.counts().get("itwin.issues.upload", 0) == uploads
     assert harness.attachments(issue) == []  # the metadata it created was deleted
     assert "files.attacker.example" in harness.record_for(key)["error_message"]
+
+
+def test_untaggable_unknown_prefix_is_still_recorded_and_not_retried(harness: Harness, monkeypatch):
+    """On AWS the role may tag only issues/* and forms/*: a stray key's outcome lives in the record."""
+    from devstack.invoke import _modules, load_handler
+    from relay.s3objects import ObjectStoreError
+
+    load_handler(harness.stack, FUNCTION)
+    relay = _modules[FUNCTION].relay
+
+    def denied(*args, **kwargs):
+        raise ObjectStoreError("tagging s3://bucket/misc/x.jpg failed: AccessDenied")
+
+    monkeypatch.setattr(relay.objects, "tag", denied)
+    harness.s3.put_object(Bucket=harness.bucket, Key="misc/x.jpg", Body=b"x")
+    harness.send_raw(s3_message(harness.bucket, "misc/x.jpg"))
+    report = harness.deliver()
+    assert report.failed == 0
+    record = harness.record_for("misc/x.jpg")
+    assert (record["status"], record["error_code"]) == ("rejected", "UnknownPrefix")

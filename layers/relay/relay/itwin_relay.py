@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from relay.http import Deadline, RetryPolicy
 from relay.itwin import CreatedAttachment, ITwinClient
 from relay.observability import logger, metrics
 from relay.records import TransferRecord, TransferRecords, iso
-from relay.s3objects import ObjectGoneError, ObjectInfo, ObjectStore
+from relay.s3objects import ObjectGoneError, ObjectInfo, ObjectStore, ObjectStoreError
 from relay.settings import Settings
 from relay.uploads import MalformedMessageError, Target, Upload, parse_message, parse_target
 
@@ -285,8 +284,15 @@ class ItwinRelay:
         tag: bool = True,
     ) -> dict[str, Any]:
         if tag:
-            with contextlib.suppress(ObjectGoneError):
+            try:
                 self.objects.tag(up, status, attachment_id, error.code if error else None)
+            except ObjectGoneError:
+                pass
+            except ObjectStoreError as tag_error:
+                if target is not None:
+                    raise  # a retry resumes at tagging
+                # Outside issues/ and forms/ the role may not tag (IAM names those prefixes): the record says it.
+                logger.warning("could not tag an object outside the upload prefixes", extra={"error": str(tag_error)})
         message = str(error)[:1000] if error else None
         fields: dict[str, Any] = {
             "status": status,
