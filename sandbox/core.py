@@ -35,7 +35,8 @@ class Reply(Exception):
 
 
 Handler = Callable[["Request"], None]
-ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = []
+Route = tuple[str, re.Pattern[str], str, Handler]
+ROUTES: list[Route] = []
 
 
 def route(method: str, pattern: str, endpoint: str) -> Callable[[Handler], Handler]:
@@ -46,6 +47,20 @@ def route(method: str, pattern: str, endpoint: str) -> Callable[[Handler], Handl
         return fn
 
     return register
+
+
+def find_route(method: str, path: str) -> tuple[Route, re.Match[str]]:
+    """The route for a request, or a 405 (known path, other method) / 404 reply."""
+    path_known = False
+    for route_ in ROUTES:
+        match = route_[1].match(path)
+        if match:
+            if route_[0] == method:
+                return route_, match
+            path_known = True
+    if path_known:
+        raise Reply(405, {"error": {"code": "MethodNotAllowed", "message": f"{method} not allowed here"}})
+    raise Reply(404, {"error": {"code": "RouteNotFound", "message": f"No route for {method} {path}"}})
 
 
 class Request:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sandbox import admin, aps, itwin  # noqa: F401 - importing registers the routes
-from sandbox.core import ROUTES, Dropped, Reply, Request
+from sandbox.core import Dropped, Reply, Request, find_route
 from sandbox.faults import FaultInjector
 from sandbox.store import Store
 
@@ -55,16 +55,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         store: Store = self.server.store  # type: ignore[attr-defined]
         request: Request | None = None
         try:
-            match = None
-            for verb, pattern, endpoint, fn in ROUTES:  # noqa: B007 - the loop variables are the result
-                match = pattern.match(path)
-                if match and verb == method:
-                    break
-            else:
-                request = Request(self, {}, query)
-                if match is not None or any(p.match(path) for _, p, _, _ in ROUTES):
-                    raise Reply(405, {"error": {"code": "MethodNotAllowed", "message": f"{method} not allowed here"}})
-                raise Reply(404, {"error": {"code": "RouteNotFound", "message": f"No route for {method} {path}"}})
+            request = Request(self, {}, query)  # so an unrouted request's body is still drained
+            (_, _, endpoint, fn), match = find_route(method, path)
             params = {k: unquote(v) for k, v in match.groupdict().items()}
             endpoint = endpoint.format(**params)
             request = Request(self, params, query)

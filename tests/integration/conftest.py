@@ -77,6 +77,13 @@ class Harness:
     def deliver(self, **options: Any) -> PumpReport:
         return pump(self.stack, FUNCTION, **options)
 
+    def deployed_relay(self) -> Any:
+        """The relay object inside the function's module, as a warm container holds it."""
+        from devstack.invoke import _modules, load_handler
+
+        load_handler(self.stack, FUNCTION)
+        return _modules[FUNCTION].relay
+
     def invoke(self, event: Any, context: Any = None) -> Any:
         return invoke(self.stack, FUNCTION, event, context)
 
@@ -148,11 +155,8 @@ def logs() -> Iterator[io.StringIO]:
 @pytest.fixture
 def waits(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Retry waits of the deployed function, recorded instead of slept: fast, and checkable."""
-    from devstack.invoke import _modules, load_handler
-
-    load_handler(local_stack, FUNCTION)
     recorded: list[float] = []
-    monkeypatch.setattr(_modules[FUNCTION].relay.itwin.requestor, "sleep", recorded.append)
+    monkeypatch.setattr(Harness(local_stack).deployed_relay().itwin.requestor, "sleep", recorded.append)
     return recorded
 
 
@@ -165,6 +169,25 @@ def harness(local_stack: LocalStack, waits: list[float]) -> Iterator[Harness]:
         h.empty_queue(logical)
     yield h
     h.admin("DELETE", "faults")
+
+
+def lambda_sqs_event(body: str, message_id: str = "m-1", receive_count: int = 1) -> dict[str, Any]:
+    """What Lambda hands the function for one SQS message."""
+    return {
+        "Records": [
+            {
+                "messageId": message_id,
+                "receiptHandle": "r",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": str(receive_count)},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:attachment-relay-UploadQueue",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
 
 
 def sha256(data: bytes) -> str:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.invoke import _modules, load_handler
 from relay.uploads import parse_message
 from tests.conftest import EVENTS, load_event
-from tests.integration.conftest import FUNCTION, Harness, s3_message, sha256
+from tests.integration.conftest import Harness, s3_message, sha256
 
 pytestmark = pytest.mark.integration
 OBJECTS = {"s3-put-issue-photo.json": "photo.jpg", "s3-put-form-report.json": "report.pdf"}
@@ -36,8 +35,7 @@ def test_every_sample_event_runs_against_the_local_stack(harness: Harness, name:
 
 
 def test_warm_invocations_make_no_secret_calls_and_no_new_vendor_connections(harness: Harness):
-    load_handler(harness.stack, FUNCTION)
-    relay = _modules[FUNCTION].relay
+    relay = harness.deployed_relay()
     secret_calls: list[str] = []
     client = relay.itwin.requestor.tokens.store.provider.client
     client.meta.events.register("before-call.secrets-manager", lambda **kw: secret_calls.append(kw["model"].name))

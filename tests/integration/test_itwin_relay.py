@@ -9,7 +9,7 @@ import time
 import pytest
 
 from devstack.invoke import LambdaContext
-from tests.integration.conftest import FUNCTION, Harness, s3_message, sha256
+from tests.integration.conftest import FUNCTION, Harness, lambda_sqs_event, s3_message, sha256
 
 pytestmark = pytest.mark.integration
 PHOTO = b"\x89PNG fake photo bytes " * 400
@@ -111,10 +111,7 @@ class SimulatedCrash(BaseException):
 
 
 def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Harness, monkeypatch):
-    from devstack.invoke import _modules, load_handler
-
-    load_handler(harness.stack, FUNCTION)
-    relay = _modules[FUNCTION].relay
+    relay = harness.deployed_relay()
     issue = harness.new_parent()
     key = f"issues/{issue}/crash.jpg"
     harness.put(key, PHOTO)
@@ -126,21 +123,7 @@ def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Ha
         raise SimulatedCrash()
 
     monkeypatch.setattr(relay.itwin, "upload", crash)
-    event = {
-        "Records": [
-            {
-                "messageId": "m-crash",
-                "receiptHandle": "r",
-                "body": s3_message(harness.bucket, key, etag),
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn",
-                "awsRegion": "us-east-1",
-            }
-        ]
-    }
+    event = lambda_sqs_event(s3_message(harness.bucket, key, etag), "m-crash")
     with pytest.raises(SimulatedCrash):
         harness.invoke(event, LambdaContext(FUNCTION, timeout_s=1.5))
     assert harness.record_for(key)["step"] == "created"
@@ -206,10 +189,8 @@ def test_lost_create_answer_is_adopted_not_repeated(harness: Harness):
     harness.put(key, PHOTO)
     # The sandbox creates the metadata, then the client's connection dies before the answer.
     harness.fault("itwin.issues.create", latency_ms=0)
-    from devstack.invoke import _modules, load_handler
 
-    load_handler(harness.stack, FUNCTION)
-    relay = _modules[FUNCTION].relay
+    relay = harness.deployed_relay()
     real_create = relay.itwin.create_attachment
     from relay.exceptions import VendorConnectionError
 
@@ -457,11 +438,9 @@ def test_location_on_a_foreign_host_is_refused_and_no_bytes_are_sent(harness: Ha
 
 def test_untaggable_unknown_prefix_is_still_recorded_and_not_retried(harness: Harness, monkeypatch):
     """On AWS the role may tag only issues/* and forms/*: a stray key's outcome lives in the record."""
-    from devstack.invoke import _modules, load_handler
     from relay.s3objects import ObjectStoreError
 
-    load_handler(harness.stack, FUNCTION)
-    relay = _modules[FUNCTION].relay
+    relay = harness.deployed_relay()
 
     def denied(*args, **kwargs):
         raise ObjectStoreError("tagging s3://bucket/misc/x.jpg failed: AccessDenied")

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from devstack.invoke import _modules, load_handler
-from tests.integration.conftest import FUNCTION, Harness
+from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
 SECRET = "a-webhook-secret-of-at-least-32-characters"
@@ -59,8 +58,7 @@ def test_sandbox_sends_signed_webhook_events(harness: Harness):
 
 
 def test_tokens_and_client_secret_never_reach_logs_records_or_tags(harness: Harness, logs):
-    load_handler(harness.stack, FUNCTION)
-    relay = _modules[FUNCTION].relay
+    relay = harness.deployed_relay()
     issue = harness.new_parent()
     harness.put(f"issues/{issue}/ok.jpg", b"fine")
     harness.put(f"issues/{issue}/denied.jpg", b"denied")
