@@ -35,6 +35,7 @@ class Fault:
     retry_after: int | None = None
     code: str | None = None
     message: str | None = None
+    details: list[dict[str, Any]] | None = None
 
 
 class FaultInjector:
@@ -87,6 +88,7 @@ class FaultInjector:
                         entry.get("retry_after"),
                         entry.get("code"),
                         entry.get("message"),
+                        entry.get("details"),
                     )
                 if spec.rate_limit_per_minute is not None:
                     now = self._clock()

@@ -74,7 +74,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                         time.sleep((fault.retry_after or 0) / 1000.0)
                         fault = None
                 if fault is not None:
-                    body = fault_body(endpoint, fault.status, fault.code, fault.message)
+                    body = fault_body(endpoint, fault.status, fault.code, fault.message, fault.details)
                     raise Reply(fault.status, body, retry_headers(fault.retry_after))
             fn(request)
         except Dropped:
@@ -117,10 +117,16 @@ def retry_headers(retry_after: int | None) -> dict[str, str]:
     return {} if retry_after is None else {"retry-after": str(math.ceil(retry_after))}
 
 
-def fault_body(endpoint: str, status: int, code: str | None = None, message: str | None = None) -> Any:
+def fault_body(
+    endpoint: str,
+    status: int,
+    code: str | None = None,
+    message: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> Any:
     """Injected errors carry the body each vendor documents for that status (or the code asked for)."""
     if endpoint.startswith("itwin.") and code:
-        return itwin.error(code, message or f"Injected {code}.")
+        return itwin.error(code, message or f"Injected {code}.", details=details)
     if code:
         return {"developerMessage": message or f"Injected {code}.", "errorCode": code}
     if endpoint.startswith("itwin."):

@@ -262,11 +262,28 @@ def test_unknown_issue_is_failed_with_issue_not_found(harness: Harness):
 def test_422_details_are_logged(harness: Harness, logs):
     issue = harness.new_parent()
     harness.put(f"issues/{issue}/bad.jpg", b"x")
-    harness.fault("itwin.issues.create", fail_next=[{"status": 422, "code": "InvalidAttachmentRequest"}])
+    # The 422 body of ../shared/api/000: InvalidAttachmentRequest with a MissingRequiredProperty detail.
+    detail = {
+        "code": "MissingRequiredProperty",
+        "message": "Required property is missing. The request must include a valid 'fileName' property.",
+        "target": "fileName",
+    }
+    harness.fault(
+        "itwin.issues.create",
+        fail_next=[
+            {
+                "status": 422,
+                "code": "InvalidAttachmentRequest",
+                "message": "Cannot create attachment.",
+                "details": [detail],
+            }
+        ],
+    )
     harness.deliver()
     lines = [json.loads(line) for line in logs.getvalue().splitlines() if "transfer finished" in line]
     assert lines[-1]["outcome"] == "rejected"
     assert lines[-1]["error_code"] == "InvalidAttachmentRequest"
+    assert lines[-1]["vendor_details"] == [detail]
 
 
 @pytest.mark.parametrize(
