@@ -48,9 +48,11 @@ def main() -> int:
 
         from devstack.invoke import LambdaContext
         from devstack.stack import provision
-        from relay.itwin_relay import build_itwin_relay
-        from relay.s3objects import SizedStream
+        from relay.aws.s3objects import SizedStream
+        from relay.flows.s3_to_itwin import build_s3_to_itwin
         from relay.settings import Settings
+        from relay.vendors.factory import itwin_requestor
+        from relay.vendors.itwin import ITwinClient
 
         stack = provision(moto_url, sandbox_url)
         env = stack.env("S3ToItwinFunction") | {
@@ -66,9 +68,12 @@ def main() -> int:
         head = s3.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] != size:
             raise SystemExit(f"moto stored {head['ContentLength']} bytes, expected {size}")
-        relay = build_itwin_relay(Settings.load(env))
+        settings = Settings.load(env)
+        requestor = itwin_requestor(settings)
+        relay = build_s3_to_itwin(settings, itwin=ITwinClient(requestor))
         relay.start_invocation(LambdaContext("S3ToItwinFunction", timeout_s=900))
-        token = relay.itwin.requestor.tokens.token()  # type: ignore[union-attr]
+        assert requestor.tokens is not None
+        token = requestor.tokens.token()  # the baseline copy authenticates as the relay does
         session = requests.Session()
 
         def plain_copy() -> float:

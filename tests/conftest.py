@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 SHARED_API = ROOT.parent / "shared" / "api"
+
+
+def _template_observability_env() -> None:
+    """On Lambda the template's environment exists before any import; tests import relay first, so set it here."""
+    from devstack.template import load
+
+    variables = load()["Globals"]["Function"]["Environment"]["Variables"]
+    for name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+        os.environ.setdefault(name, str(variables[name]))
+
+
+_template_observability_env()
 
 
 def load_event(name: str) -> dict[str, Any]:

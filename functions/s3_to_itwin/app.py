@@ -9,23 +9,21 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from relay.itwin_relay import build_itwin_relay
+from relay.flows.s3_to_itwin import build_s3_to_itwin
 from relay.observability import logger, metrics, tracer
 
-processor = BatchProcessor(event_type=EventType.SQS)
-relay = build_itwin_relay()
+# A batch whose every record failed still answers with its failures, not an invocation error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+flow = build_s3_to_itwin()
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord) -> None:
-    receive_count = int(record.attributes.approximate_receive_count or 1)
-    with logger.append_context_keys(message_id=record.message_id):
-        relay.handle_message(record.message_id, record.body, receive_count)
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    flow.handle_record(record, lambda_context)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    relay.start_invocation(context)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

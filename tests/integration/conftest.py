@@ -16,7 +16,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from devstack.invoke import PumpReport, invoke, pump
+from devstack.invoke import LambdaContext, PumpReport, invoke, pump
 from devstack.stack import LocalStack, provision
 from sandbox import Sandbox
 
@@ -32,6 +32,8 @@ def local_stack() -> Iterator[LocalStack]:
     sandbox = Sandbox().start()
     stack = provision(f"http://{host}:{port}", sandbox.url)
     os.environ.update(stack.aws_env())
+    # Short backoff for the deployed function, set as a user would (retry-after is still honoured).
+    os.environ.update(RELAY_RETRY_BASE_DELAY="0.01", RELAY_RETRY_MAX_DELAY="0.05")
     yield stack
     sandbox.stop()
     moto.stop()
@@ -77,12 +79,23 @@ class Harness:
     def deliver(self, **options: Any) -> PumpReport:
         return pump(self.stack, FUNCTION, **options)
 
-    def deployed_relay(self) -> Any:
-        """The relay object inside the function's module, as a warm container holds it."""
-        from devstack.invoke import _modules, load_handler
+    def flow(self, env: dict[str, str] | None = None, *, timeout_s: float = 60, **injected: Any) -> Any:
+        """A container's S3 → iTwin flow, built through its constructor with `injected` collaborators."""
+        from relay.flows.s3_to_itwin import build_s3_to_itwin
 
-        load_handler(self.stack, FUNCTION)
-        return _modules[FUNCTION].relay
+        flow = build_s3_to_itwin(self.settings(env), **injected)
+        flow.start_invocation(LambdaContext(FUNCTION, timeout_s=timeout_s))
+        return flow
+
+    def settings(self, env: dict[str, str] | None = None) -> Any:
+        from relay.settings import Settings
+
+        return Settings.load(self.stack.env(FUNCTION) | (env or {}))
+
+    def itwin_requestor(self, env: dict[str, str] | None = None, **injected: Any) -> Any:
+        from relay.vendors.factory import itwin_requestor
+
+        return itwin_requestor(self.settings(env), **injected)
 
     def invoke(self, event: Any, context: Any = None) -> Any:
         return invoke(self.stack, FUNCTION, event, context)
@@ -103,7 +116,14 @@ class Harness:
     def records(self) -> list[dict[str, Any]]:
         ddb = self.stack.client("dynamodb")
         items = ddb.scan(TableName=self.stack.resources["TransfersTable"], ConsistentRead=True)["Items"]
-        return [{k: v.get("S", v.get("N")) for k, v in item.items()} for item in items]
+        rows = [{k: v.get("S", v.get("N", v.get("SS"))) for k, v in item.items()} for item in items]
+        return [r for r in rows if not r["upload"].startswith("claim#")]  # claims share the table
+
+    def claims(self) -> dict[str, str]:
+        """Which upload owns each vendor attachment (the adoption rule's claims)."""
+        ddb = self.stack.client("dynamodb")
+        items = ddb.scan(TableName=self.stack.resources["TransfersTable"], ConsistentRead=True)["Items"]
+        return {i["upload"]["S"]: i["owner"]["S"] for i in items if i["upload"]["S"].startswith("claim#")}
 
     def record_for(self, key: str) -> dict[str, Any]:
         matches = [r for r in self.records() if r["key"] == key]
@@ -153,15 +173,7 @@ def logs() -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-def waits(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Retry waits of the deployed function, recorded instead of slept: fast, and checkable."""
-    recorded: list[float] = []
-    monkeypatch.setattr(Harness(local_stack).deployed_relay().itwin.requestor, "sleep", recorded.append)
-    return recorded
-
-
-@pytest.fixture
-def harness(local_stack: LocalStack, waits: list[float]) -> Iterator[Harness]:
+def harness(local_stack: LocalStack) -> Iterator[Harness]:
     h = Harness(local_stack)
     h.admin("DELETE", "faults")
     h.admin("PUT", "config", {"location_base": None, "max_upload_bytes": 30 * 1024 * 1024})

@@ -10,20 +10,26 @@ from typing import Any
 import pytest
 import requests
 
-from relay.aps import ApsClient, StorageObject
-from relay.clients import aps_client
-from relay.exceptions import InvalidRequestError
+from relay.auth.secrets import SecretStore
+from relay.auth.tokens import refresh_secret
+from relay.errors import InvalidRequestError, TokenEndpointError
 from relay.settings import Settings
-from relay.tokens import SecretStore, refresh_secret
+from relay.transport.requestor import Requestor
+from relay.vendors.aps import ApsClient, StorageObject
+from relay.vendors.factory import aps_client
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
 
 
+def token_endpoint(harness: Harness) -> Requestor:
+    return Requestor(f"{harness.sandbox}/authentication/v2/token", tokens=None)
+
+
 def refreshed_client(harness: Harness) -> ApsClient:
     env = harness.stack.env("S3ToItwinFunction")
     store = SecretStore(env["RELAY_APS_SECRET_ID"], default_token_url="x", default_scope="y")
-    refresh_secret(store, harness.stack.client("secretsmanager"), grant="refresh_token")
+    refresh_secret(store, harness.stack.client("secretsmanager"), token_endpoint(harness), grant="refresh_token")
     return aps_client(Settings.load(env))
 
 
@@ -66,8 +72,8 @@ def test_refresher_rotates_the_secret_and_the_old_token_dies(harness: Harness):
     assert after["expires_at"] > 0
     store = SecretStore(env["RELAY_APS_SECRET_ID"], default_token_url="x", default_scope="y")
     secrets.put_secret_value(SecretId=env["RELAY_APS_SECRET_ID"], SecretString=json.dumps(before))  # a stale writer
-    with pytest.raises(InvalidRequestError) as info:
-        refresh_secret(store, secrets, grant="refresh_token")
+    with pytest.raises(TokenEndpointError) as info:
+        refresh_secret(store, secrets, token_endpoint(harness), grant="refresh_token")
     assert info.value.code == "invalid_grant"
     assert before["refresh_token"] not in str(info.value)
     secrets.put_secret_value(SecretId=env["RELAY_APS_SECRET_ID"], SecretString=json.dumps(after))

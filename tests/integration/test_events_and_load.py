@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.uploads import parse_message
+from relay.aws.s3events import parse_message
 from tests.conftest import EVENTS, load_event
 from tests.integration.conftest import Harness, s3_message, sha256
 
@@ -19,7 +19,7 @@ OBJECTS = {"s3-put-issue-photo.json": "photo.jpg", "s3-put-form-report.json": "r
 @pytest.mark.parametrize("name", sorted(p.name for p in EVENTS.glob("*.json")))
 def test_every_sample_event_runs_against_the_local_stack(harness: Harness, name: str):
     event = load_event(name)
-    uploads = parse_message(event["Records"][0]["body"])
+    uploads = parse_message(event["Records"][0]["body"]).uploads
     for upload in uploads:
         data = (EVENTS / "objects" / OBJECTS[name]).read_bytes()
         harness.s3.put_object(Bucket=upload.bucket, Key=upload.key, Body=data)
@@ -35,18 +35,26 @@ def test_every_sample_event_runs_against_the_local_stack(harness: Harness, name:
 
 
 def test_warm_invocations_make_no_secret_calls_and_no_new_vendor_connections(harness: Harness):
-    relay = harness.deployed_relay()
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
     secret_calls: list[str] = []
-    client = relay.itwin.requestor.tokens.store.provider.client
+    client = boto3.client("secretsmanager")
     client.meta.events.register("before-call.secrets-manager", lambda **kw: secret_calls.append(kw["model"].name))
+    flow = harness.flow(provider=SecretsProvider(boto3_client=client))  # one warm container
     issue = harness.new_parent()
-    harness.put(f"issues/{issue}/cold.jpg", b"cold start")
-    harness.deliver()  # the first invocation in this "container" may read secrets and connect
+
+    def upload(name: str, data: bytes) -> None:
+        key = f"issues/{issue}/{name}"
+        harness.put(key, data)
+        (outcome,) = flow.handle_message("m", s3_message(harness.bucket, key, harness.etag(key)))
+        assert outcome.status == "attached"
+
+    upload("cold.jpg", b"cold start")  # the first invocation in this "container" may read secrets and connect
     connections = harness.inspect()["connections"]
     secret_calls.clear()
     for i in range(3):
-        harness.put(f"issues/{issue}/warm-{i}.jpg", b"warm path %d" % i)
-        harness.deliver()
+        upload(f"warm-{i}.jpg", b"warm path %d" % i)
     # The one new connection is this inspect call's own: the function reused its pooled ones.
     assert harness.inspect()["connections"] - connections == 1
     assert secret_calls == []

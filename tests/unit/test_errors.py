@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from relay import exceptions as e
+from relay import errors as e
 
 ITWIN_401 = {
     "error": {"code": "HeaderNotFound", "message": "Header Authorization was not found in the request. Access denied."}
@@ -98,4 +98,4 @@ def test_retry_after_parsing(header, expected):
 def test_status_to_class_covers_every_range():
     assert e.error_class_for(418) is e.InvalidRequestError
     assert e.error_class_for(599) is e.ServerError
-    assert e.error_class_for(302) is e.VendorError
+    assert e.error_class_for(302) is e.UnexpectedStatusError

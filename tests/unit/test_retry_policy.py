@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay import exceptions as e
-from relay.http import Deadline, Requestor, RetryPolicy
+from relay import errors as e
+from relay.transport.requestor import Requestor
+from relay.transport.retry import Deadline, RetryPolicy
+from tests.unit.fakes import FakeResponse, FakeSession
 
 
 def err(status: int | None, retry_after: float | None = None) -> e.RelayError:
@@ -54,31 +56,6 @@ def test_429_waits_at_least_retry_after():
     assert policy.delay(err(429, retry_after=None), 1) == 0.5
 
 
-class FakeSession:
-    """Answers each request from a script; records what was sent (decision tests need no network)."""
-
-    def __init__(self, script):
-        self.script = list(script)
-        self.sent = []
-
-    def request(self, method, url, **kwargs):
-        self.sent.append((method, url, kwargs))
-        step = self.script.pop(0)
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-
-class FakeResponse:
-    def __init__(self, status, body=b"", headers=None):
-        self.status_code = status
-        self.content = body
-        self.headers = headers or {}
-
-    def close(self):
-        pass
-
-
 class Tokens:
     def __init__(self):
         self.invalidated = 0
@@ -103,7 +80,7 @@ def requestor(script, *, remaining_ms=None, max_attempts=5, tokens=None):
         sleep=sleeps.append,
     )
     if remaining_ms is not None:
-        r.deadline = Deadline(lambda: remaining_ms)
+        r.use_deadline(Deadline(lambda: remaining_ms))
     return r, sleeps
 
 
@@ -179,3 +156,21 @@ def test_create_is_retried_when_it_never_left():
     r, sleeps = requestor([requests.ConnectTimeout("no route"), FakeResponse(201)])
     assert r.request("POST", "/x", idempotent=False).status == 201
     assert len(sleeps) == 1
+
+
+def test_a_long_retry_after_goes_back_to_the_queue_instead_of_waiting():
+    r, sleeps = requestor([FakeResponse(429, headers={"retry-after": "3600"})])
+    with pytest.raises(e.RateLimitedError) as info:
+        r.request("GET", "/x")
+    assert sleeps == []
+    assert "over the 60s cap" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308, 200])
+def test_a_create_accepts_only_201(status):
+    r, _ = requestor([FakeResponse(status, headers={"Location": "https://evil.example/x"})])
+    with pytest.raises(e.UnexpectedStatusError) as info:
+        r.request("POST", "/x", expect=(201,), idempotent=False)
+    assert info.value.http_status == status
+    assert len(r.session.sent) == 1  # type: ignore[attr-defined]
+    assert r.session.sent[0][2]["allow_redirects"] is False  # type: ignore[attr-defined]

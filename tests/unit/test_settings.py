@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from relay import constants as c
-from relay.exceptions import ConfigurationError
-from relay.settings import Settings, host_of
+from relay.errors import ConfigurationError
+from relay.settings import TABLE, Settings
 
 
 def test_defaults():
@@ -51,6 +51,12 @@ def test_required_setting_names_the_variable():
         Settings.load({}).require("itwin_secret_id")
 
 
-def test_host_of():
-    assert host_of("https://API.bentley.com/issues") == "api.bentley.com"
-    assert host_of("http://127.0.0.1:8900/x") == "127.0.0.1:8900"
+def test_every_field_has_one_row_and_a_prefixed_variable():
+    assert all(spec.env.startswith("RELAY_") for spec in TABLE.values())
+    assert len({spec.env for spec in TABLE.values()}) == len(TABLE)
+    assert Settings.load({}) == Settings()  # the table's defaults are the dataclass's
+
+
+def test_unknown_explicit_setting_is_refused():
+    with pytest.raises(TypeError, match="no_such"):
+        Settings.load({}, no_such=1)

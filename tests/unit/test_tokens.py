@@ -9,8 +9,12 @@ import pytest
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from moto import mock_aws
 
-from relay.exceptions import AuthenticationError, ConfigurationError
-from relay.tokens import ClientCredentialsTokens, PlatformSecret, SecretStore, StoredTokens
+from relay.auth.secrets import PlatformSecret, SecretStore
+from relay.auth.tokens import ClientCredentialsTokens, StoredTokens
+from relay.errors import AuthenticationError, ConfigurationError, TokenEndpointError
+from relay.transport.requestor import Requestor
+from relay.transport.retry import RetryPolicy
+from tests.unit.fakes import FakeResponse, FakeSession
 
 GOOD = {"client_id": "id", "client_secret": "s3cr3t-value", "token_url": "https://ims.example/connect/token"}
 
@@ -86,23 +90,32 @@ def test_missing_secret_is_a_configuration_error(secrets):
         store.get()
 
 
+def endpoint(script, sleeps=None):
+    """The token endpoint's requestor over a scripted session (constructor injection, no patching)."""
+    return Requestor(
+        "https://ims.example/connect/token",
+        tokens=None,
+        session=FakeSession(script),  # type: ignore[arg-type]
+        policy=RetryPolicy(jitter=lambda d: d),
+        sleep=(sleeps if sleeps is not None else []).append,
+    )
+
+
+def minted(n, expires_in=3600):
+    return FakeResponse(200, {"access_token": f"minted-{n}", "expires_in": expires_in})
+
+
 def test_fresh_stored_token_is_used_without_minting(secrets):
     store = store_for(secrets, {**GOOD, "access_token": "stored", "expires_at": 10_000})
-    tokens = ClientCredentialsTokens(store, session=None, clock=lambda: 1_000)  # type: ignore[arg-type]
+    tokens = ClientCredentialsTokens(store, endpoint([]), clock=lambda: 1_000)
     assert tokens.token() == "stored"
 
 
 def test_minted_token_is_cached_until_shortly_before_expiry(secrets):
     store = store_for(secrets, GOOD)
     now = [1_000.0]
-    tokens = ClientCredentialsTokens(store, clock=lambda: now[0])
-    minted = []
-
-    def fake_mint(secret):
-        minted.append(secret.client_id)
-        return f"minted-{len(minted)}", 3600.0
-
-    tokens._mint = fake_mint  # type: ignore[method-assign]
+    ep = endpoint([minted(1), minted(2), minted(3)])
+    tokens = ClientCredentialsTokens(store, ep, clock=lambda: now[0])
     assert tokens.token() == "minted-1"
     now[0] += 3000
     assert tokens.token() == "minted-1"
@@ -110,6 +123,37 @@ def test_minted_token_is_cached_until_shortly_before_expiry(secrets):
     assert tokens.token() == "minted-2"
     tokens.invalidate()
     assert tokens.token() == "minted-3"
+    form = ep.session.sent[0][2]["data"]  # type: ignore[attr-defined]
+    assert form["grant_type"] == "client_credentials"
+    assert form["scope"] == "itwin-platform"
+
+
+def test_minting_retries_a_connect_timeout_through_the_retry_policy(secrets):
+    import requests
+
+    sleeps: list[float] = []
+    ep = endpoint([requests.ConnectTimeout("no route"), FakeResponse(503), minted(1)], sleeps)
+    tokens = ClientCredentialsTokens(store_for(secrets, GOOD), ep)
+    assert tokens.token() == "minted-1"
+    assert sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (FakeResponse(400, {"error": "invalid_client", "error_description": "bad s3cr3t-value"}), "invalid_client"),
+        (FakeResponse(401, b"<html>no</html>"), "Unauthorized"),
+        (FakeResponse(200, b"<html>not json</html>"), "TokenEndpointError"),
+        (FakeResponse(200, {"token_type": "Bearer"}), "TokenEndpointError"),
+    ],
+)
+def test_token_endpoint_refusals_are_retryable_configuration_failures(secrets, answer, code):
+    tokens = ClientCredentialsTokens(store_for(secrets, GOOD), endpoint([answer]))
+    with pytest.raises(TokenEndpointError) as info:
+        tokens.token()
+    assert info.value.code == code
+    assert info.value.outcome == "retry"  # never the file's fault, so never rejected
+    assert "s3cr3t-value" not in str(info.value)
 
 
 def test_stored_tokens_reread_then_explain(secrets):

@@ -1,12 +1,11 @@
-"""Powertools Logger, Metrics and Tracer, built once per container and shared by every module."""
+"""Powertools Logger, Metrics and Tracer, built once per container; names come from the template's environment."""
 
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-from relay.constants import METRICS_NAMESPACE, SERVICE_NAME
-
-logger = Logger(service=SERVICE_NAME)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
-# Responses are never captured by default: several of ours carry tokens (template sets it too).
-tracer = Tracer(service=SERVICE_NAME)
+# POWERTOOLS_SERVICE_NAME and POWERTOOLS_METRICS_NAMESPACE are set once, in template.yaml's Globals.
+logger = Logger()
+metrics = Metrics()
+# Responses are never captured (the template sets it too): several of ours carry tokens.
+tracer = Tracer()

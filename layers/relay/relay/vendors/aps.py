@@ -8,8 +8,8 @@ from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
-from relay.exceptions import InvalidRequestError, PermissionDeniedError, VendorError
-from relay.http import Requestor
+from relay.errors import InvalidRequestError, PermissionDeniedError, VendorError
+from relay.transport.requestor import Requestor
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_URLS_PER_CALL = 25

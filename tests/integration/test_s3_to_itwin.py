@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from devstack.invoke import LambdaContext
-from tests.integration.conftest import FUNCTION, Harness, lambda_sqs_event, s3_message, sha256
+from relay.aws.s3objects import ObjectStore
+from relay.errors import ObjectStoreError, VendorConnectionError
+from relay.vendors.itwin import ITwinClient
+from tests.integration.conftest import Harness, lambda_sqs_event, s3_message, sha256
 
 pytestmark = pytest.mark.integration
 PHOTO = b"\x89PNG fake photo bytes " * 400
@@ -68,15 +70,11 @@ def test_same_notification_twice_makes_one_attachment(harness: Harness):
 
 
 def test_concurrent_duplicates_make_one_attachment(harness: Harness):
-    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-    from relay.itwin_relay import build_itwin_relay
-    from relay.settings import Settings
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
 
     # Two containers, as Lambda would run them: each with its own clients and state.
-    containers = [build_itwin_relay(Settings.load(harness.stack.env(FUNCTION))) for _ in range(2)]
-    for container in containers:
-        container.start_invocation(LambdaContext(FUNCTION, timeout_s=60))
+    containers = [harness.flow() for _ in range(2)]
     issue = harness.new_parent()
     key = f"issues/{issue}/concurrent.jpg"
     harness.put(key, PHOTO)
@@ -89,8 +87,8 @@ def test_concurrent_duplicates_make_one_attachment(harness: Harness):
     def run(container) -> None:
         try:
             outcomes.extend(container.handle_message("m", body))
-        except IdempotencyAlreadyInProgressError as exc:
-            outcomes.append(exc)
+        except RetryLaterError as exc:
+            outcomes.append(exc.__cause__)
 
     threads = [threading.Thread(target=run, args=(c,)) for c in containers]
     for t in threads:
@@ -99,7 +97,7 @@ def test_concurrent_duplicates_make_one_attachment(harness: Harness):
         t.join()
     assert len(harness.attachments(issue)) == 1
     # The loser is told to come back later; its message returns to the queue and then sees the result.
-    assert sorted(type(o).__name__ for o in outcomes) == ["IdempotencyAlreadyInProgressError", "Outcome"]
+    assert sorted(type(o).__name__ for o in outcomes) == ["IdempotencyAlreadyInProgressError", "TransferOutcome"]
     harness.admin("DELETE", "faults")
     (again,) = containers[1].handle_message("m", body)
     assert again.status == "attached"
@@ -110,26 +108,26 @@ class SimulatedCrash(BaseException):
     """Stands for the runtime killing the function: not an Exception, so nothing cleans up."""
 
 
-def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Harness, monkeypatch):
-    relay = harness.deployed_relay()
+class CrashingItwin(ITwinClient):
+    """An iTwin client whose container dies in the middle of the PUT."""
+
+    def upload(self, *args, **kwargs):
+        raise SimulatedCrash()
+
+
+def test_death_between_post_and_put_resumes_to_the_recorded_location(harness: Harness):
     issue = harness.new_parent()
     key = f"issues/{issue}/crash.jpg"
     harness.put(key, PHOTO)
     etag = harness.etag(key)
     harness.empty_queue("UploadQueue")
-    real_upload = relay.itwin.upload
-
-    def crash(*args, **kwargs):
-        raise SimulatedCrash()
-
-    monkeypatch.setattr(relay.itwin, "upload", crash)
+    dying = harness.flow(timeout_s=1.5, itwin=CrashingItwin(harness.itwin_requestor()))
     event = lambda_sqs_event(s3_message(harness.bucket, key, etag), "m-crash")
     with pytest.raises(SimulatedCrash):
-        harness.invoke(event, LambdaContext(FUNCTION, timeout_s=1.5))
+        dying.handle_message("m-crash", s3_message(harness.bucket, key, etag))
     assert harness.record_for(key)["step"] == "created"
     (orphan,) = harness.attachments(issue)
     assert orphan["size"] is None
-    monkeypatch.setattr(relay.itwin, "upload", real_upload)
     creates = harness.counts()["itwin.issues.create"]
     time.sleep(1.6)  # the idempotency lock of the dead invocation expires with its timeout
     result = harness.invoke(event)
@@ -183,26 +181,22 @@ def test_new_version_of_the_same_key_is_a_new_attachment(harness: Harness):
     assert harness.tags(key, v2)["relay-status"] == "attached"
 
 
+class LosingItwin(ITwinClient):
+    """An iTwin client whose create lands, and whose answer is then lost (a reset after the request)."""
+
+    def create_attachment(self, *args, **kwargs):
+        super().create_attachment(*args, **kwargs)
+        raise VendorConnectionError("answer lost", code="Timeout")
+
+
 def test_lost_create_answer_is_adopted_not_repeated(harness: Harness):
     issue = harness.new_parent()
     key = f"issues/{issue}/lost-answer.jpg"
     harness.put(key, PHOTO)
     # The sandbox creates the metadata, then the client's connection dies before the answer.
-    harness.fault("itwin.issues.create", latency_ms=0)
-
-    relay = harness.deployed_relay()
-    real_create = relay.itwin.create_attachment
-    from relay.exceptions import VendorConnectionError
-
-    def create_then_lose(*args, **kwargs):
-        real_create(*args, **kwargs)
-        raise VendorConnectionError("answer lost", code="Timeout")
-
-    relay.itwin.create_attachment = create_then_lose
-    try:
-        harness.deliver()
-    finally:
-        relay.itwin.create_attachment = real_create
+    flow = harness.flow(itwin=LosingItwin(harness.itwin_requestor()))
+    (outcome,) = flow.handle_message("m", s3_message(harness.bucket, key, harness.etag(key)))
+    assert outcome.status == "attached"
     (att,) = harness.attachments(issue)
     assert att["sha256"] == sha256(PHOTO)
     assert harness.tags(key)["relay-attachment-id"] == att["id"]
@@ -294,17 +288,19 @@ def test_422_details_are_logged(harness: Harness, logs):
         {"fail_next": [{"drop": True}]},
     ],
 )
-def test_transient_errors_are_retried_within_the_invocation(harness: Harness, waits, fault):
+def test_transient_errors_are_retried_within_the_invocation(harness: Harness, fault):
+    waits: list[float] = []
+    flow = harness.flow(sleep=waits.append)  # retry waits recorded instead of slept
     issue = harness.new_parent()
     key = f"issues/{issue}/transient.jpg"
     harness.put(key, PHOTO)
     harness.fault("itwin.issues.upload", **fault)
-    report = harness.deliver()
-    assert report.failed == 0
+    (outcome,) = flow.handle_message("m", s3_message(harness.bucket, key, harness.etag(key)))
+    assert outcome.status == "attached"
     assert harness.tags(key)["relay-status"] == "attached"
     assert len(harness.attachments(issue)) == 1
+    assert len(waits) == len(fault["fail_next"])
     if fault["fail_next"][0].get("retry_after"):
-        assert waits
         assert waits[0] >= 1
 
 
@@ -322,13 +318,7 @@ def test_persistent_outage_ends_in_the_dlq_visibly_failed_without_orphans(harnes
 
 
 def fast_timeout_relay(harness: Harness):
-    from relay.itwin_relay import build_itwin_relay
-    from relay.settings import Settings
-
-    env = harness.stack.env(FUNCTION) | {"RELAY_HTTP_READ_TIMEOUT": "0.5"}
-    relay = build_itwin_relay(Settings.load(env), sleep=lambda s: None)
-    relay.start_invocation(LambdaContext(FUNCTION, timeout_s=60))
-    return relay
+    return harness.flow({"RELAY_HTTP_READ_TIMEOUT": "0.5"}, sleep=lambda s: None)
 
 
 def test_put_timeout_is_retried(harness: Harness):
@@ -356,7 +346,7 @@ def test_create_timeout_is_adopted_not_repeated(harness: Harness):
     body = s3_message(harness.bucket, key, etag)
     creates = harness.counts().get("itwin.issues.create", 0)
     harness.fault("itwin.issues.create", fail_next=[{"latency_ms": 1000}])
-    from relay.itwin_relay import RetryLaterError
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
 
     with pytest.raises(RetryLaterError):  # the answer was lost and nothing to adopt yet: come back later
         relay.handle_message("m", body)
@@ -403,7 +393,7 @@ def test_unknown_prefix_is_rejected_without_crashing_the_batch(harness: Harness)
     issue = harness.new_parent()
     harness.put(f"issues/{issue}/ok.jpg", PHOTO)
     harness.s3.put_object(Bucket=harness.bucket, Key="photos/stray.jpg", Body=b"x")
-    harness.send_raw(s3_message(harness.bucket, "photos/stray.jpg"))
+    harness.send_raw(s3_message(harness.bucket, "photos/stray.jpg", harness.etag("photos/stray.jpg")))
     report = harness.deliver()
     assert report.failed == 0
     assert harness.tags("photos/stray.jpg") == {"relay-status": "rejected", "relay-error": "UnknownPrefix"}
@@ -453,19 +443,18 @@ def test_location_on_a_foreign_host_is_refused_and_no_bytes_are_sent(harness: Ha
     assert "files.attacker.example" in harness.record_for(key)["error_message"]
 
 
-def test_untaggable_unknown_prefix_is_still_recorded_and_not_retried(harness: Harness, monkeypatch):
-    """On AWS the role may tag only issues/* and forms/*: a stray key's outcome lives in the record."""
-    from relay.s3objects import ObjectStoreError
+class UntaggableObjects(ObjectStore):
+    """S3 as the deployed role sees it outside issues/* and forms/*: tagging is denied."""
 
-    relay = harness.deployed_relay()
-
-    def denied(*args, **kwargs):
+    def tag(self, *args, **kwargs):
         raise ObjectStoreError("tagging s3://bucket/misc/x.jpg failed: AccessDenied")
 
-    monkeypatch.setattr(relay.objects, "tag", denied)
+
+def test_untaggable_unknown_prefix_is_still_recorded_and_not_retried(harness: Harness):
+    """On AWS the role may tag only issues/* and forms/*: a stray key's outcome lives in the record."""
+    flow = harness.flow(objects=UntaggableObjects(harness.s3))
     harness.s3.put_object(Bucket=harness.bucket, Key="misc/x.jpg", Body=b"x")
-    harness.send_raw(s3_message(harness.bucket, "misc/x.jpg"))
-    report = harness.deliver()
-    assert report.failed == 0
+    (outcome,) = flow.handle_message("m", s3_message(harness.bucket, "misc/x.jpg", harness.etag("misc/x.jpg")))
+    assert outcome.status == "rejected"
     record = harness.record_for("misc/x.jpg")
     assert (record["status"], record["error_code"]) == ("rejected", "UnknownPrefix")

@@ -1,19 +1,29 @@
-"""One error language for the relay: every failure is a RelayError with a code a user can read."""
+"""One error language: every failure is a RelayError whose class carries its code and its outcome."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 REQUEST_ID_HEADERS = ("x-correlation-id", "x-request-id", "request-id", "x-ads-request-id")
 
 
+class Outcome(StrEnum):
+    """What a flow does with an upload when an error ends its attempt."""
+
+    REJECTED = "rejected"  # the file or request itself is refused: tag it, remember it
+    FAILED = "failed"  # the target, access or configuration is wrong: tag it, remember it
+    RETRY = "retry"  # may pass later: back on the queue, and tagged failed on the last delivery
+    SKIPPED = "skipped"  # nothing to relay (object deleted or overwritten): record it, never remember it
+
+
 class RelayError(Exception):
-    """Base error. `code` is what lands in the object's `relay-error` tag and in the record."""
+    """Base error. `code` lands in the object's `relay-error` tag and in the record."""
 
     code: str = "RelayError"
-    retryable: bool = False
+    outcome: Outcome = Outcome.FAILED
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -25,22 +35,78 @@ class RelayError(Exception):
         return f"{self.code}: {self.message}"
 
 
+# -- the relay's own checks ----------------------------------------------------------------------
+
+
 class ConfigurationError(RelayError):
-    """A setting or a secret is missing or malformed; names the field, never its value."""
+    """A setting or a secret is missing or malformed; names the field, never its value.
+
+    Retried: an operator can fix a secret while the message waits on the queue.
+    """
 
     code = "ConfigurationError"
+    outcome = Outcome.RETRY
+
+
+class TokenEndpointError(RelayError):
+    """The OAuth token endpoint refused the credentials or could not be reached.
+
+    Never the file's fault, so never `rejected`: retried, and `failed` on the last delivery.
+    """
+
+    code = "TokenEndpointError"
+    outcome = Outcome.RETRY
+
+
+class MalformedMessageError(RelayError):
+    """The SQS message is not an S3 notification we can read."""
+
+    code = "MalformedMessage"
+    outcome = Outcome.RETRY
 
 
 class InvalidUploadError(RelayError):
-    """The uploaded object cannot become an attachment (bad key, bad metadata)."""
+    """The uploaded object cannot become an attachment (bad key, empty, too large, bad metadata)."""
 
     code = "InvalidUpload"
+    outcome = Outcome.REJECTED
 
 
 class UnsafeLocationError(RelayError):
-    """A vendor named an upload host that is not allowed to receive the bearer token."""
+    """A URL names a host, scheme or port that may not receive the bearer token (or is ambiguous)."""
 
     code = "UnsafeLocation"
+
+
+class ObjectGoneError(RelayError):
+    """The object (or that version of it) was deleted before it was processed."""
+
+    code = "ObjectDeleted"
+    outcome = Outcome.SKIPPED
+
+
+class SupersededError(RelayError):
+    """An unversioned object was overwritten before this notification was processed."""
+
+    code = "Superseded"
+    outcome = Outcome.SKIPPED
+
+
+class ObjectStoreError(RelayError):
+    """S3 could not be read or tagged (throttling, a network error, a permission)."""
+
+    code = "S3Error"
+    outcome = Outcome.RETRY
+
+
+class RecordStoreError(RelayError):
+    """The transfers table could not be read or written."""
+
+    code = "RecordStoreError"
+    outcome = Outcome.RETRY
+
+
+# -- vendor answers ------------------------------------------------------------------------------
 
 
 class VendorError(RelayError):
@@ -95,27 +161,48 @@ class NotFoundError(VendorError):
 
 class InvalidRequestError(VendorError):
     code = "InvalidRequest"
+    outcome = Outcome.REJECTED
 
 
 class TooLargeError(VendorError):
     code = "RequestTooLarge"
+    outcome = Outcome.REJECTED
 
 
 class RateLimitedError(VendorError):
     code = "RateLimited"
-    retryable = True
+    outcome = Outcome.RETRY
 
 
 class ServerError(VendorError):
     code = "ServerError"
-    retryable = True
+    outcome = Outcome.RETRY
+
+
+class MalformedResponseError(VendorError):
+    """A success status whose body we cannot read (an HTML page, truncated JSON): a vendor hiccup."""
+
+    code = "MalformedResponse"
+    outcome = Outcome.RETRY
+
+
+class MissingLocationError(VendorError):
+    """A create answered 201 without the Location that says where the file goes."""
+
+    code = "MissingLocation"
+
+
+class UnexpectedStatusError(VendorError):
+    """A status the vendor page does not document for this call (a redirect, a 200 for a create)."""
+
+    code = "UnexpectedStatus"
 
 
 class VendorConnectionError(VendorError):
     """Timeouts, refused or reset connections: no HTTP answer at all."""
 
     code = "ConnectionError"
-    retryable = True
+    outcome = Outcome.RETRY
     # True when the request may have reached the server (read timeout, reset mid-exchange):
     # repeating a non-idempotent call could then do it twice.
     ambiguous = True
@@ -138,7 +225,12 @@ def error_class_for(status: int) -> type[VendorError]:
         return ServerError
     if 400 <= status < 500:
         return InvalidRequestError
-    return VendorError
+    return UnexpectedStatusError
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    """The one lookup from an error to what the flow does. Anything unexpected is retried."""
+    return error.outcome if isinstance(error, RelayError) else Outcome.RETRY
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -177,17 +269,20 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _parse_body(text: str) -> object:
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
 def error_from_response(status: int, body: bytes | str | None, headers: Mapping[str, str] | None = None) -> VendorError:
     """Map an error response to a VendorError; a missing or malformed body still maps cleanly."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    parsed: object = None
-    if text.strip():
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
-    code, message, target, details = _error_fields(parsed)
+    code, message, target, details = _error_fields(_parse_body(text))
     cls = error_class_for(status)
     request_id = next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None)
     return cls(

@@ -1,0 +1,1 @@
+"""Credentials: platform secrets from Secrets Manager, and the access tokens made from them."""

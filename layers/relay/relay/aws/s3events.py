@@ -1,0 +1,93 @@
+"""What an S3 notification (delivered through SQS) says: which object versions were created."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
+
+from relay.errors import MalformedMessageError
+
+# Far above any real notification (one record is about 1 KB); bounds the parser's work on junk.
+MAX_BODY_CHARS = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded object version: the unit of exactly-once."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    etag: str | None
+    size: int | None = None
+
+    @property
+    def version(self) -> str:
+        # Versioned buckets name each upload by versionId; unversioned ones by eTag.
+        return self.version_id or f"etag:{self.etag}"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.bucket}/{self.key}#{self.version}"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """The creations in one message, and what was not a creation (each named, for the log)."""
+
+    uploads: list[Upload] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    test_event: bool = False
+
+
+def parse_message(body: str) -> Notification:
+    """Read one SQS message body. Raises MalformedMessageError naming what is wrong."""
+    if not isinstance(body, str) or len(body) > MAX_BODY_CHARS:
+        raise MalformedMessageError(f"message body is not text of at most {MAX_BODY_CHARS} characters")
+    try:
+        payload = json.loads(body)
+    except (TypeError, ValueError, RecursionError):
+        raise MalformedMessageError("message body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise MalformedMessageError("message body is not a JSON object")
+    if payload.get("Event") == "s3:TestEvent":
+        return Notification(test_event=True)
+    records = payload.get("Records")
+    if not isinstance(records, list) or not records:
+        raise MalformedMessageError("message has no Records")
+    uploads: list[Upload] = []
+    ignored: list[str] = []
+    for index, record in enumerate(records):
+        try:
+            s3 = record["s3"]
+            name = record.get("eventName")
+            bucket = s3["bucket"]["name"]
+            obj = s3["object"]
+            raw_key = obj["key"]
+        except (KeyError, TypeError, AttributeError):
+            raise MalformedMessageError(f"record {index} lacks s3.bucket.name or s3.object.key") from None
+        if not isinstance(name, str) or not name.startswith("ObjectCreated:"):
+            # Only creations are uploads; the template subscribes to nothing else.
+            ignored.append(f"record {index}: eventName {name!r} is not an ObjectCreated event")
+            continue
+        if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
+            raise MalformedMessageError(f"record {index} has a non-string bucket or key")
+        version_id, etag = _text(obj.get("versionId")), _text(obj.get("eTag"))
+        if version_id is None and etag is None:
+            raise MalformedMessageError(f"record {index} has neither a versionId nor an eTag to identify the upload")
+        size = obj.get("size")
+        uploads.append(
+            Upload(
+                bucket=bucket,
+                key=unquote_plus(raw_key),
+                version_id=version_id,
+                etag=etag,
+                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+            )
+        )
+    return Notification(uploads, ignored)
+
+
+def _text(value: object) -> str | None:
+    return value.strip('"') or None if isinstance(value, str) else None

@@ -1,0 +1,125 @@
+"""S3 side of a transfer: HEAD the upload, stream its bytes, and tag its outcome (keeping other tags)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from typing import IO, Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from relay.aws.s3events import Upload
+from relay.errors import ObjectGoneError, ObjectStoreError
+from relay.observability import logger
+
+TAG_STATUS, TAG_ATTACHMENT, TAG_ERROR = "relay-status", "relay-attachment-id", "relay-error"
+MAX_TAGS = 10
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    version_id: str | None
+    etag: str | None
+    content_type: str
+    # User metadata, lower-cased keys, RFC 2047 values decoded.
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class SizedStream:
+    """A GetObject body with a length, so requests sends Content-Length and streams it in blocks."""
+
+    def __init__(self, body: Any, size: int) -> None:
+        self._body = body
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, amount: int = -1) -> bytes:
+        data: bytes = self._body.read(amount if amount and amount > 0 else None)
+        return data
+
+    def close(self) -> None:
+        self._body.close()
+
+
+def decode_metadata(value: str) -> str:
+    """S3 user metadata is ASCII on the wire; SDKs send other text RFC 2047-encoded (=?UTF-8?B?...?=).
+
+    Text that does not decode is kept as it came, and the reason is logged.
+    """
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError) as exc:
+        logger.warning("metadata value is not valid RFC 2047; kept as sent", extra={"error": type(exc).__name__})
+        return value
+
+
+def _version_args(upload: Upload) -> dict[str, str]:
+    return {"VersionId": upload.version_id} if upload.version_id else {}
+
+
+def _is_missing(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    return (
+        code in ("404", "NoSuchKey", "NoSuchVersion", "NotFound")
+        or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+    )
+
+
+class ObjectStore:
+    """Every S3 call goes through `_call`, the one place S3 errors become relay errors."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def _call(self, what: str, upload: Upload, call: Callable[[], T]) -> T:
+        where = f"s3://{upload.bucket}/{upload.key}"
+        try:
+            return call()
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise ObjectGoneError(f"{where} no longer exists") from None
+            raise ObjectStoreError(f"{what} {where} failed: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"{what} {where} failed: {type(exc).__name__}") from exc
+
+    def head(self, upload: Upload) -> ObjectInfo:
+        head = self._call(
+            "HEAD",
+            upload,
+            lambda: self.client.head_object(Bucket=upload.bucket, Key=upload.key, **_version_args(upload)),
+        )
+        metadata = {k.lower(): decode_metadata(v) for k, v in (head.get("Metadata") or {}).items()}
+        return ObjectInfo(
+            size=int(head["ContentLength"]),
+            version_id=head.get("VersionId") if head.get("VersionId") not in (None, "null") else None,
+            etag=(head.get("ETag") or "").strip('"') or None,
+            content_type=head.get("ContentType") or "application/octet-stream",
+            metadata=metadata,
+        )
+
+    def open(self, upload: Upload, size: int) -> IO[bytes]:
+        """A fresh streaming body for each attempt; nothing is read into memory or onto /tmp."""
+        response = self._call(
+            "GET",
+            upload,
+            lambda: self.client.get_object(Bucket=upload.bucket, Key=upload.key, **_version_args(upload)),
+        )
+        return SizedStream(response["Body"], size)  # type: ignore[return-value]
+
+    def tag(self, upload: Upload, status: str, attachment_id: str | None, error_code: str | None) -> None:
+        """Set relay-* tags, keeping the user's own tags (PutObjectTagging replaces the whole set)."""
+        args = {"Bucket": upload.bucket, "Key": upload.key, **_version_args(upload)}
+        existing = self._call("tagging", upload, lambda: self.client.get_object_tagging(**args)).get("TagSet", [])
+        ours = {TAG_STATUS: status, TAG_ATTACHMENT: attachment_id, TAG_ERROR: error_code}
+        kept = [t for t in existing if t["Key"] not in ours]
+        tags = kept + [{"Key": k, "Value": v[:256]} for k, v in ours.items() if v]
+        if len(tags) > MAX_TAGS:
+            # S3 allows 10 tags: ours win over the oldest of the user's (the record keeps everything).
+            tags = tags[len(tags) - MAX_TAGS :]
+        self._call("tagging", upload, lambda: self.client.put_object_tagging(**args, Tagging={"TagSet": tags}))

@@ -1,0 +1,206 @@
+"""The requestor: auth header, origin check, accepted statuses, retries and error mapping for one platform."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+import requests
+from urllib3.exceptions import NewConnectionError
+
+from relay.errors import (
+    AuthenticationError,
+    MalformedResponseError,
+    UnexpectedStatusError,
+    UnsafeLocationError,
+    VendorConnectionError,
+    VendorError,
+    error_from_response,
+)
+from relay.transport.retry import Deadline, RetryPolicy
+from relay.transport.session import shared_session
+from relay.transport.urls import Origin, is_absolute, origin_of, trusted_origins
+
+Body = bytes | IO[bytes] | Iterable[bytes] | Mapping[str, str] | None
+# A body factory is called once per attempt, so a retried upload starts from a fresh stream.
+BodyFactory = Callable[[], Body]
+SUCCESS = range(200, 300)
+
+
+class TokenSource(Protocol):
+    def token(self) -> str: ...
+
+    def invalidate(self) -> None: ...
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    raw: requests.Response
+
+    def json(self) -> Any:
+        try:
+            return self.raw.json()
+        except (ValueError, RecursionError) as exc:
+            raise MalformedResponseError(
+                f"expected JSON from the vendor, got {self.raw.headers.get('content-type', 'no content type')}",
+                http_status=self.status,
+            ) from exc
+
+
+class Requestor:
+    """Sends requests for one platform. The token goes only to `trusted` origins, and never with a redirect."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        tokens: TokenSource | None,
+        token_hosts: Iterable[str] = (),
+        default_headers: Mapping[str, str] | None = None,
+        session: requests.Session | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.tokens = tokens
+        self.trusted: frozenset[Origin] = trusted_origins(self.base_url, token_hosts)
+        self.default_headers = dict(default_headers or {})
+        self.session = session or shared_session()
+        self.policy = policy or RetryPolicy()
+        self.timeout = timeout
+        self.sleep = sleep
+        self.deadline = Deadline()
+
+    def use_deadline(self, deadline: Deadline) -> None:
+        """Retries must not outlive the invocation: set once per invocation."""
+        self.deadline = deadline
+
+    def url(self, path_or_url: str) -> str:
+        """A path joins the base URL; an absolute URL is returned as it is, for `check_trusted` to judge."""
+        if is_absolute(path_or_url):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url.lstrip('/')}"
+
+    def check_trusted(self, url: str, what: str = "the bearer token") -> Origin:
+        """The URL's origin, when it may receive `what`; otherwise UnsafeLocationError naming the origin only."""
+        origin = origin_of(url)
+        if origin not in self.trusted:
+            allowed = ", ".join(sorted(str(o) for o in self.trusted))
+            raise UnsafeLocationError(f"refusing to send {what} to {origin}; allowed: {allowed}")
+        return origin
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        json: Any = None,
+        body: BodyFactory | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        stream: bool = False,
+        retry: bool = True,
+        idempotent: bool = True,
+        expect: Collection[int] = SUCCESS,
+    ) -> Response:
+        """Send with retries; return a Response whose status is in `expect`, or raise a VendorError.
+
+        A non-idempotent call (a create) is not repeated after an ambiguous connection failure: the
+        caller must first find out whether it landed.
+        """
+        url = self.url(path_or_url)
+        if auth:
+            self.check_trusted(url)
+        else:
+            origin_of(url)  # even without a token, never send to a URL the parsers read differently
+        attempt = 0
+        reauthenticated = False
+        while True:
+            attempt += 1
+            try:
+                return self._send_once(method, url, json, body, params, headers, auth, stream, expect)
+            except AuthenticationError:
+                # A 401 may mean the cached token was revoked or rotated: re-read it once, then give up.
+                if not auth or reauthenticated or self.tokens is None:
+                    raise
+                reauthenticated = True
+                self.tokens.invalidate()
+            except VendorError as error:
+                if not retry or not self.policy.should_retry(error):
+                    raise
+                if not idempotent and isinstance(error, VendorConnectionError) and error.ambiguous:
+                    raise
+                wait = self.policy.delay(error, attempt)
+                reason = self.policy.give_up_reason(error, attempt, wait, self.deadline.remaining())
+                if reason is not None:
+                    error.gave_up = reason
+                    raise
+                self.sleep(wait)
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        json: Any,
+        body: BodyFactory | None,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: bool,
+        stream: bool,
+        expect: Collection[int],
+    ) -> Response:
+        merged = {**self.default_headers, **(headers or {})}
+        if auth and self.tokens is not None:
+            merged["Authorization"] = f"Bearer {self.tokens.token()}"
+        host = origin_of(url).host
+        try:
+            raw = self.session.request(
+                method,
+                url,
+                json=json,
+                data=body() if body is not None else None,
+                params=params,
+                headers=merged,
+                timeout=self.timeout,
+                stream=stream,
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout as exc:
+            raise _not_sent(f"{method} {host}: connect timed out", "ConnectTimeout") from exc
+        except requests.Timeout as exc:
+            raise VendorConnectionError(f"{method} {host} timed out", code="Timeout") from exc
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            if isinstance(reason, NewConnectionError):
+                raise _not_sent(f"{method} {host}: connection refused", "ConnectionRefused") from exc
+            raise VendorConnectionError(
+                f"{method} {host} failed: connection reset or closed", code="ConnectionError"
+            ) from exc
+        if raw.status_code in expect:
+            return Response(raw.status_code, raw.headers, raw)
+        content = raw.content
+        raw.close()
+        if raw.status_code >= 400:
+            raise error_from_response(raw.status_code, content, raw.headers)
+        # A redirect or an undocumented success is never followed or trusted: the token would go with it.
+        raise UnexpectedStatusError(
+            f"{method} {host} answered {raw.status_code}; expected {_describe(expect)}", http_status=raw.status_code
+        )
+
+
+def _describe(expect: Collection[int]) -> str:
+    if isinstance(expect, range):
+        return f"{expect.start}-{expect.stop - 1}"
+    return " or ".join(str(s) for s in sorted(expect))
+
+
+def _not_sent(message: str, code: str) -> VendorConnectionError:
+    error = VendorConnectionError(message, code=code)
+    error.ambiguous = False  # no connection, so the request never reached the server
+    return error

@@ -1,0 +1,22 @@
+"""The container's one pooled requests.Session; urllib3 keeps its TCP connections for warm invocations."""
+
+from __future__ import annotations
+
+import requests
+from requests.adapters import HTTPAdapter
+
+_session: requests.Session | None = None
+
+
+def shared_session() -> requests.Session:
+    """Built once per container, on first use."""
+    global _session
+    if _session is None:
+        session = requests.Session()
+        # Retries are RetryPolicy's; redirects are never followed (the token must not travel with them).
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.max_redirects = 0
+        _session = session
+    return _session

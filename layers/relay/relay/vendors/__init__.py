@@ -1,0 +1,1 @@
+"""Vendor clients, each owning its URLs, over the shared requestor."""

@@ -1,0 +1,105 @@
+"""Vendor clients built from Settings, once per container; every collaborator can be injected."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import requests
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+from relay import constants as c
+from relay.auth.secrets import SecretStore
+from relay.auth.tokens import ClientCredentialsTokens, StoredTokens
+from relay.settings import Settings
+from relay.transport.requestor import Requestor, TokenSource
+from relay.transport.retry import RetryPolicy
+from relay.vendors.aps import ApsClient
+from relay.vendors.itwin import ITwinClient, itwin_headers
+
+
+def policy_from(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_delay=settings.retry_base_delay,
+        max_delay=settings.retry_max_delay,
+        max_retry_after=settings.max_retry_after,
+    )
+
+
+def secret_store(
+    settings: Settings, field: str, token_url: str, scope: str, provider: SecretsProvider | None
+) -> SecretStore:
+    return SecretStore(
+        settings.require(field),
+        default_token_url=token_url,
+        default_scope=scope,
+        provider=provider,
+        max_age=settings.secret_max_age,
+    )
+
+
+def requestor(
+    settings: Settings,
+    base_url: str,
+    tokens: TokenSource | None,
+    *,
+    token_hosts: Iterable[str] = (),
+    headers: Mapping[str, str] | None = None,
+    session: requests.Session | None = None,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Requestor:
+    return Requestor(
+        base_url,
+        tokens=tokens,
+        token_hosts=token_hosts,
+        default_headers=headers,
+        session=session,
+        policy=policy or policy_from(settings),
+        timeout=(settings.connect_timeout, settings.read_timeout),
+        sleep=sleep,
+    )
+
+
+def itwin_requestor(
+    settings: Settings,
+    *,
+    provider: SecretsProvider | None = None,
+    session: requests.Session | None = None,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Requestor:
+    """The iTwin requestor: client-credentials tokens, the Accept header, and the hosts the token may reach."""
+    store = secret_store(settings, "itwin_secret_id", c.DEFAULT_ITWIN_TOKEN_URL, c.DEFAULT_ITWIN_SCOPE, provider)
+    endpoint = requestor(settings, c.DEFAULT_ITWIN_TOKEN_URL, None, session=session, policy=policy, sleep=sleep)
+    return requestor(
+        settings,
+        settings.itwin_api_url,
+        ClientCredentialsTokens(store, endpoint),
+        # Upload Locations may name these hosts too; the token goes nowhere else.
+        token_hosts=settings.allowed_upload_hosts,
+        headers=itwin_headers(),
+        session=session,
+        policy=policy,
+        sleep=sleep,
+    )
+
+
+def itwin_client(settings: Settings, **options: Any) -> ITwinClient:
+    return ITwinClient(itwin_requestor(settings, **options))
+
+
+def aps_client(
+    settings: Settings,
+    *,
+    provider: SecretsProvider | None = None,
+    session: requests.Session | None = None,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ApsClient:
+    store = secret_store(settings, "aps_secret_id", c.DEFAULT_APS_TOKEN_URL, c.DEFAULT_APS_SCOPE, provider)
+    return ApsClient(
+        requestor(settings, settings.aps_api_url, StoredTokens(store), session=session, policy=policy, sleep=sleep)
+    )

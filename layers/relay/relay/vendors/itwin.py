@@ -1,0 +1,95 @@
+"""Bentley iTwin Issues and Forms attachment client: it builds every iTwin URL and accepts only documented statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
+
+from relay.constants import ITWIN_ACCEPT
+from relay.errors import MalformedResponseError, MissingLocationError
+from relay.transport.requestor import BodyFactory, Requestor, Response
+from relay.transport.retry import Deadline
+
+Kind = Literal["issues", "forms"]
+KINDS: tuple[Kind, ...] = ("issues", "forms")
+
+
+@dataclass(frozen=True)
+class CreatedAttachment:
+    attachment_id: str
+    location: str
+
+
+def _path(kind: Kind, parent_id: str, attachment_id: str | None = None) -> str:
+    path = f"/{kind}/{quote(parent_id, safe='')}/attachments"
+    return f"{path}/{quote(attachment_id, safe='')}" if attachment_id else path
+
+
+class ITwinClient:
+    def __init__(self, requestor: Requestor) -> None:
+        self._requestor = requestor
+
+    def use_deadline(self, deadline: Deadline) -> None:
+        self._requestor.use_deadline(deadline)
+
+    def attachment_url(self, kind: Kind, parent_id: str, attachment_id: str) -> str:
+        """The documented upload URL (`PUT /{kind}/{id}/attachments/{attachmentId}`), every segment quoted."""
+        return self._requestor.url(_path(kind, parent_id, attachment_id))
+
+    def create_attachment(
+        self, kind: Kind, parent_id: str, file_name: str, caption: str | None = None, binding: str | None = None
+    ) -> CreatedAttachment:
+        """POST the metadata (201 only); the file goes later to the returned Location."""
+        body: dict[str, Any] = {"fileName": file_name}
+        if caption is not None:
+            body["caption"] = caption
+        if binding is not None:
+            body["binding"] = binding
+        response = self._requestor.request("POST", _path(kind, parent_id), json=body, idempotent=False, expect=(201,))
+        location = response.headers.get("Location", "").strip()
+        if not location:
+            raise MissingLocationError("create answered without a Location header", http_status=response.status)
+        location = self._requestor.url(location)  # a relative Location resolves against the API base
+        self._requestor.check_trusted(location)
+        attachment_id = urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
+        return CreatedAttachment(attachment_id, location)
+
+    def upload(
+        self, location: str, body: BodyFactory, size: int, content_type: str = "application/octet-stream"
+    ) -> None:
+        """PUT the file to Location (200 or 201). A second PUT overwrites, so retrying is safe."""
+        self._requestor.check_trusted(location, "the file and the bearer token")
+        self._requestor.request(
+            "PUT",
+            location,
+            body=body,
+            headers={"Content-Type": content_type, "Content-Length": str(size)},
+            expect=(200, 201),
+        )
+
+    def list_attachments(self, kind: Kind, parent_id: str) -> Iterator[dict[str, Any]]:
+        """Every attachment, following `_links.next` / continuationToken pages (each link checked like a Location)."""
+        url: str | None = _path(kind, parent_id)
+        params: dict[str, Any] | None = {"$top": 50}
+        while url:
+            payload = self._requestor.request("GET", url, params=params, expect=(200,)).json()
+            if not isinstance(payload, dict) or not isinstance(payload.get("attachments", []), list):
+                raise MalformedResponseError("attachment listing is not the documented JSON object", http_status=200)
+            yield from (item for item in payload.get("attachments") or [] if isinstance(item, dict))
+            links = payload.get("_links")
+            next_ = links.get("next") if isinstance(links, dict) else None
+            next_link = next_.get("href") if isinstance(next_, dict) else None
+            url, params = (next_link, None) if isinstance(next_link, str) and next_link else (None, None)
+
+    def download(self, kind: Kind, parent_id: str, attachment_id: str) -> Response:
+        """A streamed GET (200); the caller reads `response.raw.iter_content` and closes it."""
+        return self._requestor.request("GET", _path(kind, parent_id, attachment_id), stream=True, expect=(200,))
+
+    def delete_attachment(self, kind: Kind, parent_id: str, attachment_id: str) -> None:
+        self._requestor.request("DELETE", _path(kind, parent_id, attachment_id), expect=(200, 204))
+
+
+def itwin_headers() -> dict[str, str]:
+    return {"Accept": ITWIN_ACCEPT}
