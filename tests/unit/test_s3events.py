@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from email.header import Header
 from urllib.parse import quote_plus
 
 import pytest
@@ -12,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.aws.s3events import Upload, parse_message
-from relay.aws.s3objects import decode_metadata
 from relay.errors import InvalidUploadError, MalformedMessageError
 from relay.flows.s3_to_itwin.targets import parse_target
 from tests.conftest import load_event
@@ -138,24 +136,52 @@ def test_version_id_names_the_upload_else_etag():
     assert Upload("b", "k", None, "e").identity == "b/k#etag:e"
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("", ""),
-        ("plain caption", "plain caption"),
-        ("=?UTF-8?B?" + "Q2Fmw6kg4oCTIGJheSAz" + "?=", "Café – bay 3"),
-        ("=?utf-8?q?Caf=C3=A9?=", "Café"),
-        ("=?bogus-charset?q?x?=", "=?bogus-charset?q?x?="),
-    ],
-)
-def test_rfc2047_metadata(raw, expected):
-    assert decode_metadata(raw) == expected
+def test_a_record_with_neither_version_nor_etag_is_malformed_not_a_wildcard():
+    body = json.dumps(
+        {
+            "Records": [
+                {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "issues/1/a.jpg"}}}
+            ]
+        }
+    )
+    with pytest.raises(MalformedMessageError, match="neither a versionId nor an eTag"):
+        parse_message(body)
 
 
-captions = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=80)
+def test_non_creation_records_are_named_not_taken_for_test_events():
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectRemoved:Delete",
+                    "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "eTag": "e"}},
+                }
+            ]
+        }
+    )
+    notification = parse_message(body)
+    assert notification.uploads == []
+    assert not notification.test_event
+    assert "ObjectRemoved:Delete" in notification.ignored[0]
 
 
-@given(captions.filter(lambda s: s.strip() == s and "  " not in s and s))
-def test_rfc2047_round_trip(text):
-    encoded = Header(text, "utf-8").encode()
-    assert decode_metadata(encoded) == text
+def test_deeply_nested_junk_is_malformed_not_a_recursion_error():
+    with pytest.raises(MalformedMessageError):
+        parse_message("[" * 100_000)
+
+
+def test_an_oversized_body_is_refused_before_parsing():
+    with pytest.raises(MalformedMessageError, match="at most"):
+        parse_message(" " * (300 * 1024))
+
+
+@pytest.mark.parametrize("name", ["👨\u200d👩\u200d👧 family.jpg", "क्\u200dष.jpg"])
+def test_zero_width_joiners_inside_names_are_allowed(name):
+    assert parse_target(f"issues/1/{name}").file_name == name
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200f", "\ufeff", "\x00", "\x9b"])
+def test_bidi_overrides_nul_and_c1_are_refused(char):
+    with pytest.raises(InvalidUploadError) as info:
+        parse_target(f"issues/1/a{char}b.jpg")
+    assert info.value.code == "ControlCharacter"

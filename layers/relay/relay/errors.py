@@ -99,6 +99,13 @@ class ObjectStoreError(RelayError):
     outcome = Outcome.RETRY
 
 
+class ClaimConflictError(RelayError):
+    """The attachment our create made was claimed by another upload's adoption first: ours is made anew."""
+
+    code = "CreateRaced"
+    outcome = Outcome.RETRY
+
+
 class RecordStoreError(RelayError):
     """The transfers table could not be read or written."""
 

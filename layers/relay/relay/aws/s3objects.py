@@ -53,10 +53,15 @@ def decode_metadata(value: str) -> str:
     Text that does not decode is kept as it came, and the reason is logged.
     """
     try:
-        return str(make_header(decode_header(value)))
+        decoded = str(make_header(decode_header(value)))
     except (HeaderParseError, LookupError, UnicodeDecodeError, ValueError) as exc:
         logger.warning("metadata value is not valid RFC 2047; kept as sent", extra={"error": type(exc).__name__})
         return value
+    if value.strip() and not decoded.strip():
+        # The email package turns an undecodable encoded word into nothing, silently.
+        logger.warning("metadata value decodes to nothing; kept as sent", extra={"error": "EmptyEncodedWord"})
+        return value
+    return decoded
 
 
 def _version_args(upload: Upload) -> dict[str, str]:

@@ -23,6 +23,7 @@ from relay.aws.s3events import Upload, parse_message
 from relay.aws.s3objects import ObjectInfo, ObjectStore
 from relay.aws.transfers import Status, Step, TransferRecord, TransferRecords
 from relay.errors import (
+    ClaimConflictError,
     InvalidUploadError,
     MissingLocationError,
     NotFoundError,
@@ -274,7 +275,7 @@ class S3ToItwinFlow:
             # Another upload's adoption took it between our POST and our claim; theirs may now be ours.
             adopted = self._adopt(up, target)
             if adopted is None:
-                raise RelayError("our new attachment was claimed by another upload", code="CreateRaced")
+                raise ClaimConflictError(f"attachment {created.attachment_id} was claimed by another upload")
             created = adopted
         return self._record_created(up, created, record)
 
