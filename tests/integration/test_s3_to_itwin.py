@@ -458,3 +458,47 @@ def test_untaggable_unknown_prefix_is_still_recorded_and_not_retried(harness: Ha
     assert outcome.status == "rejected"
     record = harness.record_for("misc/x.jpg")
     assert (record["status"], record["error_code"]) == ("rejected", "UnknownPrefix")
+
+
+# -- failures that are not vendor errors still end visibly (issue: one error language) ----------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ({"drop_rate": 1.0}, "TokenEndpointError"),
+        ({"error_rate": 1.0, "error_status": 503}, "TokenEndpointError"),
+        ({"fail_next": [{"status": 400, "code": "invalid_client", "count": 10}]}, "invalid_client"),
+    ],
+)
+def test_a_token_endpoint_failure_on_the_last_delivery_is_tagged_failed(harness: Harness, fault, code):
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
+
+    flow = harness.flow(sleep=lambda s: None)  # a new container: it must mint a token first
+    issue = harness.new_parent()
+    key = f"issues/{issue}/no-token.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.token", **fault)
+    body = s3_message(harness.bucket, key, harness.etag(key))
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body, receive_count=1)
+    assert harness.record_for(key)["status"] == "retrying"
+    with pytest.raises(RetryLaterError):  # the last delivery (MaxReceiveCount 5): on to the DLQ, visibly failed
+        flow.handle_message("m", body, receive_count=5)
+    tags = harness.tags(key)
+    assert tags["relay-status"] == "failed"
+    assert tags["relay-error"] == code
+    record = harness.record_for(key)
+    assert record["status"] == "failed"
+    assert harness.attachments(issue) == []
+
+
+def test_a_batch_whose_every_record_fails_reports_its_failures_without_raising(harness: Harness):
+    event = {
+        "Records": [
+            lambda_sqs_event("not json", "m-bad-1")["Records"][0],
+            lambda_sqs_event('{"Records": []}', "m-bad-2")["Records"][0],
+        ]
+    }
+    result = harness.invoke(event)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "m-bad-1"}, {"itemIdentifier": "m-bad-2"}]}
