@@ -1,4 +1,4 @@
-"""Autodesk APS endpoints: rotating tokens, project lookup, Data Management uploads and BIM 360 RFI attachments."""
+"""Autodesk APS endpoints: rotating tokens, projects, Data Management uploads, RFI attachments, and their errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from sandbox.core import Reply, Request, route
+from sandbox.core import Failure, Reply, Request, Router
 from sandbox.store import ApsItem, ApsUpload, RfiAttachment, now_iso
 
 MAX_URLS = 25
@@ -20,48 +20,73 @@ def error(status: int, message: str, code: str | None = None) -> Reply:
     return Reply(status, {"developerMessage": message, "errorCode": code or f"HTTP{status}"})
 
 
-def require_bearer(req: Request) -> None:
+def error_body(endpoint: str, failure: Failure) -> Any:
+    """APS's `{developerMessage, errorCode}` for an injected or plumbing error."""
+    if failure.code:
+        return {"developerMessage": failure.message or f"Injected {failure.code}.", "errorCode": failure.code}
+    if failure.status == 429:
+        return {"developerMessage": failure.message or "Too many requests; retry later.", "errorCode": "RateLimited"}
+    return {
+        "developerMessage": failure.message or f"Injected fault {failure.status}.",
+        "errorCode": f"HTTP{failure.status}",
+    }
+
+
+S3_ERROR = "<Error><Code>{}</Code><Message>{}</Message></Error>"
+
+
+def s3_error_body(endpoint: str, failure: Failure) -> Any:
+    """The pre-signed part URLs are S3's: its errors are XML."""
+    code = failure.code or ("SlowDown" if failure.status == 429 else f"HTTP{failure.status}")
+    return S3_ERROR.format(code, failure.message or f"Injected fault {failure.status}.").encode()
+
+
+def require_bearer(req: Request) -> Reply | None:
     token = req.bearer()
     if token is None:
-        raise error(401, "The authorization header is missing.", "AUTH-001")
+        return error(401, "The authorization header is missing.", "AUTH-001")
     if not token or not req.store.token_valid(token, "aps"):
-        raise error(401, "The token is invalid or expired.", "AUTH-006")
+        return error(401, "The token is invalid or expired.", "AUTH-006")
+    return None
 
 
-@route("POST", "/authentication/v2/token", "aps.token")
-def token(req: Request) -> None:
+def token(req: Request) -> Reply:
     form = req.form()
     basic = req.basic()
     client_id, secret = basic if basic else (form.get("client_id", ""), form.get("client_secret", ""))
     client = req.store.clients.get(client_id)
     if client is None or client["secret"] != secret or client["platform"] != "aps":
-        raise Reply(401, {"error": "invalid_client", "error_description": "The client credentials are invalid."})
+        return Reply(401, {"error": "invalid_client", "error_description": "The client credentials are invalid."})
     if form.get("grant_type") != "refresh_token":
-        raise Reply(400, {"error": "unsupported_grant_type", "error_description": "Use refresh_token."})
+        return Reply(400, {"error": "unsupported_grant_type", "error_description": "Use refresh_token."})
     presented = form.get("refresh_token", "")
     with req.store.lock:
         owner = req.store.refresh_tokens.pop(presented, None)
         if owner != client_id:
             # Every refresh rotates the refresh token: a used (or unknown) one is refused.
-            raise Reply(400, {"error": "invalid_grant", "error_description": "The refresh token is invalid or used."})
+            return Reply(400, {"error": "invalid_grant", "error_description": "The refresh token is invalid or used."})
         req.store.used_refresh_tokens.add(presented)
     access, lifetime = req.store.issue_token("aps")
     refresh = req.store.issue_refresh_token(client_id)
-    raise Reply(200, {"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"})
+    return Reply(
+        200, {"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"}
+    )
 
 
-def project(req: Request) -> dict[str, str]:
+def project(req: Request) -> dict[str, str] | Reply:
     found = req.store.projects.get((req.params["hub"], req.params["project"]))
     if found is None:
-        raise error(404, "Project not found.", "NOT_FOUND")
+        return error(404, "Project not found.", "NOT_FOUND")
     return found
 
 
-@route("GET", r"/project/v1/hubs/(?P<hub>[^/]+)/projects/(?P<project>[^/]+)", "aps.project")
-def get_project(req: Request) -> None:
-    require_bearer(req)
+def get_project(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     p = project(req)
-    raise Reply(
+    if isinstance(p, Reply):
+        return p
+    return Reply(
         200,
         {
             "jsonapi": {"version": "1.0"},
@@ -78,125 +103,131 @@ def get_project(req: Request) -> None:
     )
 
 
-@route("GET", r"/project/v1/hubs/(?P<hub>[^/]+)/projects/(?P<project>[^/]+)/topFolders", "aps.topFolders")
-def top_folders(req: Request) -> None:
-    require_bearer(req)
+def top_folders(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     p = project(req)
-    raise Reply(200, {"data": [{"type": "folders", "id": p["folder"], "attributes": {"name": "Project Files"}}]})
+    if isinstance(p, Reply):
+        return p
+    return Reply(200, {"data": [{"type": "folders", "id": p["folder"], "attributes": {"name": "Project Files"}}]})
 
 
-def jsonapi_data(req: Request) -> tuple[dict[str, Any], Any]:
+def jsonapi_data(req: Request) -> tuple[dict[str, Any], Any] | Reply:
     body = req.json()
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-        raise error(400, "Request body must be a JSON:API document with a data object.", "BAD_INPUT")
+        return error(400, "Request body must be a JSON:API document with a data object.", "BAD_INPUT")
     return body["data"], body.get("included")
 
 
-def folder_of(req: Request, data: dict[str, Any], relation: str) -> str:
+def folder_of(data: dict[str, Any], relation: str) -> str | Reply:
     try:
         return str(data["relationships"][relation]["data"]["id"])
     except (KeyError, TypeError):
-        raise error(400, f"data.relationships.{relation}.data.id is required.", "BAD_INPUT") from None
+        return error(400, f"data.relationships.{relation}.data.id is required.", "BAD_INPUT")
 
 
 def project_folders(req: Request, project_id: str) -> set[str]:
     return {p["folder"] for (_, pid), p in req.store.projects.items() if pid == project_id}
 
 
-@route("POST", r"/data/v1/projects/(?P<project>[^/]+)/storage", "aps.storage")
-def create_storage(req: Request) -> None:
-    require_bearer(req)
-    data, _ = jsonapi_data(req)
+def create_storage(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
+    parsed = jsonapi_data(req)
+    if isinstance(parsed, Reply):
+        return parsed
+    data, _ = parsed
     name = (data.get("attributes") or {}).get("name")
     if data.get("type") != "objects" or not isinstance(name, str) or not name:
-        raise error(400, "data.type must be objects and data.attributes.name is required.", "BAD_INPUT")
-    folder = folder_of(req, data, "target")
+        return error(400, "data.type must be objects and data.attributes.name is required.", "BAD_INPUT")
+    folder = folder_of(data, "target")
+    if isinstance(folder, Reply):
+        return folder
     if folder not in project_folders(req, req.params["project"]):
-        raise error(404, "Target folder not found.", "NOT_FOUND")
+        return error(404, "Target folder not found.", "NOT_FOUND")
     object_key = f"{uuid.uuid4()}{'.' + name.rsplit('.', 1)[1] if '.' in name else ''}"
     with req.store.lock:
         req.store.storage_targets[f"wip.dm.prod/{object_key}"] = folder
-    raise Reply(201, {"data": {"type": "objects", "id": f"urn:adsk.objects:os.object:wip.dm.prod/{object_key}"}})
+    return Reply(201, {"data": {"type": "objects", "id": f"urn:adsk.objects:os.object:wip.dm.prod/{object_key}"}})
 
 
 def sign(upload_key: str, part: int, expires: int) -> str:
     return hmac.new(SIGNING_KEY, f"{upload_key}:{part}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-SIGNED = r"/oss/v2/buckets/(?P<bucket>[^/]+)/objects/(?P<object>[^/]+)/signeds3upload"
-
-
-@route("GET", SIGNED, "aps.signeds3upload")
-def signed_urls(req: Request) -> None:
-    require_bearer(req)
+def signed_urls(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     full = f"{req.params['bucket']}/{req.params['object']}"
     if full not in req.store.storage_targets:
-        raise error(404, "Object storage location not found; create it with POST storage first.", "NOT_FOUND")
+        return error(404, "Object storage location not found; create it with POST storage first.", "NOT_FOUND")
     try:
         parts = int(req.arg("parts", "1") or 1)
         first = int(req.arg("firstPart", "1") or 1)
         minutes = int(req.arg("minutesExpiration", "2") or 2)
     except ValueError:
-        raise error(400, "parts, firstPart and minutesExpiration must be integers.", "BAD_INPUT") from None
+        return error(400, "parts, firstPart and minutesExpiration must be integers.", "BAD_INPUT")
     if not 1 <= parts <= MAX_URLS or first < 1 or first + parts - 1 > 10000 or not 1 <= minutes <= 60:
-        raise error(400, f"parts must be 1..{MAX_URLS}, firstPart >= 1, minutesExpiration 1..60.", "BAD_INPUT")
+        return error(400, f"parts must be 1..{MAX_URLS}, firstPart >= 1, minutesExpiration 1..60.", "BAD_INPUT")
     upload_key = req.arg("uploadKey")
     with req.store.lock:
         if upload_key is None:
             upload_key = uuid.uuid4().hex + uuid.uuid4().hex
             req.store.uploads[upload_key] = ApsUpload(req.params["bucket"], req.params["object"], upload_key)
         elif upload_key not in req.store.uploads:
-            raise error(400, "Unknown uploadKey.", "BAD_INPUT")
+            return error(400, "Unknown uploadKey.", "BAD_INPUT")
     expires = int(time.time()) + minutes * 60
     urls = [
         f"{req.base_url}/__s3/{upload_key}/{n}?X-Amz-Expires={expires}&X-Amz-Signature={sign(upload_key, n, expires)}"
         for n in range(first, first + parts)
     ]
-    raise Reply(200, {"uploadKey": upload_key, "uploadExpiration": now_iso(), "urls": urls})
+    return Reply(200, {"uploadKey": upload_key, "uploadExpiration": now_iso(), "urls": urls})
 
 
-@route("PUT", r"/__s3/(?P<key>[^/]+)/(?P<part>\d+)", "aps.s3part")
-def put_part(req: Request) -> None:
-    s3_error = "<Error><Code>{}</Code><Message>{}</Message></Error>"
+def s3_error(status: int, code: str, message: str) -> Reply:
+    return Reply(status, S3_ERROR.format(code, message).encode())
+
+
+def put_part(req: Request) -> Reply:
     if "Authorization" in req.headers:
-        raise Reply(400, s3_error.format("InvalidArgument", "Only one auth mechanism allowed.").encode())
+        return s3_error(400, "InvalidArgument", "Only one auth mechanism allowed.")
     part = int(req.params["part"])
     try:
         expires = int(req.arg("X-Amz-Expires", "0") or 0)
     except ValueError:
         expires = 0
     if not hmac.compare_digest(req.arg("X-Amz-Signature", "") or "", sign(req.params["key"], part, expires)):
-        raise Reply(403, s3_error.format("SignatureDoesNotMatch", "Bad signature.").encode())
+        return s3_error(403, "SignatureDoesNotMatch", "Bad signature.")
     if expires < time.time():
-        raise Reply(403, s3_error.format("AccessDenied", "Request has expired").encode())
+        return s3_error(403, "AccessDenied", "Request has expired")
     with req.store.lock:
         upload = req.store.uploads.get(req.params["key"])
     if upload is None:
-        raise Reply(404, s3_error.format("NoSuchUpload", "Upload not found.").encode())
+        return s3_error(404, "NoSuchUpload", "Upload not found.")
     stored = req.store.write_stream(req.chunks(), 5 * 1024 * 1024 * 1024)
     if stored is None:
-        raise Reply(400, s3_error.format("EntityTooLarge", "Part too large.").encode())
+        return s3_error(400, "EntityTooLarge", "Part too large.")
     with req.store.lock:
         req.store.discard(upload.parts.get(part))
         upload.parts[part] = stored
-    raise Reply(200, None, {"ETag": f'"{stored.sha256[:32]}"'})
+    return Reply(200, None, [("ETag", f'"{stored.sha256[:32]}"')])
 
 
-@route("POST", SIGNED, "aps.complete")
-def complete(req: Request) -> None:
-    require_bearer(req)
+def complete(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     body = req.json()
     upload_key = body.get("uploadKey") if isinstance(body, dict) else None
     with req.store.lock:
         upload = req.store.uploads.get(upload_key or "")
         if upload is None or (upload.bucket_key, upload.object_key) != (req.params["bucket"], req.params["object"]):
-            raise error(400, "uploadKey is missing or does not match this object.", "BAD_INPUT")
+            return error(400, "uploadKey is missing or does not match this object.", "BAD_INPUT")
         numbers = sorted(upload.parts)
         if not numbers or numbers != list(range(1, len(numbers) + 1)):
-            raise error(400, "Parts must be uploaded contiguously from 1.", "BAD_INPUT")
+            return error(400, "Parts must be uploaded contiguously from 1.", "BAD_INPUT")
         small = [n for n in numbers[:-1] if upload.parts[n].size < req.store.min_part_bytes]
         if small:
-            raise error(
+            return error(
                 400, f"Part {small[0]} is smaller than the {req.store.min_part_bytes} byte minimum.", "EntityTooSmall"
             )
         parts = [upload.parts[n] for n in numbers]
@@ -208,7 +239,7 @@ def complete(req: Request) -> None:
     with req.store.lock:
         req.store.discard(req.store.objects.get(full))
         req.store.objects[full] = stored
-    raise Reply(
+    return Reply(
         200,
         {
             "bucketKey": upload.bucket_key,
@@ -221,11 +252,11 @@ def complete(req: Request) -> None:
     )
 
 
-def storage_object(req: Request, object_id: Any) -> str:
+def storage_object(req: Request, object_id: Any) -> str | Reply:
     prefix = "urn:adsk.objects:os.object:"
     key = object_id[len(prefix) :] if isinstance(object_id, str) and object_id.startswith(prefix) else None
     if key is None or key not in req.store.objects:
-        raise error(400, "The storage object does not exist or its upload was not completed.", "BAD_INPUT")
+        return error(400, "The storage object does not exist or its upload was not completed.", "BAD_INPUT")
     return key
 
 
@@ -237,30 +268,37 @@ def version_body(item: ApsItem, number: int) -> dict[str, Any]:
     }
 
 
-@route("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items")
-def create_item(req: Request) -> None:
-    require_bearer(req)
-    data, included = jsonapi_data(req)
+def create_item(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
+    parsed = jsonapi_data(req)
+    if isinstance(parsed, Reply):
+        return parsed
+    data, included = parsed
     name = (data.get("attributes") or {}).get("displayName")
-    folder = folder_of(req, data, "parent")
+    folder = folder_of(data, "parent")
+    if isinstance(folder, Reply):
+        return folder
     try:
         version = included[0]
         object_id = version["relationships"]["storage"]["data"]["id"]
     except (TypeError, KeyError, IndexError):
-        raise error(400, "included[0] must be a version with relationships.storage.data.id.", "BAD_INPUT") from None
+        return error(400, "included[0] must be a version with relationships.storage.data.id.", "BAD_INPUT")
     if not isinstance(name, str) or not name:
-        raise error(400, "data.attributes.displayName is required.", "BAD_INPUT")
+        return error(400, "data.attributes.displayName is required.", "BAD_INPUT")
     with req.store.lock:
         if folder not in project_folders(req, req.params["project"]):
-            raise error(404, "Parent folder not found.", "NOT_FOUND")
+            return error(404, "Parent folder not found.", "NOT_FOUND")
         key = storage_object(req, object_id)
+        if isinstance(key, Reply):
+            return key
         if any(i.folder_id == folder and i.name == name for i in req.store.items.values()):
-            raise error(409, f"An item named {name!r} already exists in this folder; create a version.", "CONFLICT")
+            return error(409, f"An item named {name!r} already exists in this folder; create a version.", "CONFLICT")
         item = ApsItem(
             f"urn:adsk.wipprod:dm.lineage:{uuid.uuid4().hex[:22]}", req.params["project"], folder, name, [key]
         )
         req.store.items[item.id] = item
-    raise Reply(
+    return Reply(
         201,
         {
             "data": {"type": "items", "id": item.id, "attributes": {"displayName": name}},
@@ -269,31 +307,34 @@ def create_item(req: Request) -> None:
     )
 
 
-@route("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions")
-def create_version(req: Request) -> None:
-    require_bearer(req)
-    data, _ = jsonapi_data(req)
+def create_version(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
+    parsed = jsonapi_data(req)
+    if isinstance(parsed, Reply):
+        return parsed
+    data, _ = parsed
     try:
         item_id = data["relationships"]["item"]["data"]["id"]
         object_id = data["relationships"]["storage"]["data"]["id"]
     except (KeyError, TypeError):
-        raise error(400, "relationships.item and relationships.storage are required.", "BAD_INPUT") from None
+        return error(400, "relationships.item and relationships.storage are required.", "BAD_INPUT")
     with req.store.lock:
         item = req.store.items.get(item_id)
         if item is None or item.project_id != req.params["project"]:
-            raise error(404, "Item not found.", "NOT_FOUND")
-        item.versions.append(storage_object(req, object_id))
+            return error(404, "Item not found.", "NOT_FOUND")
+        key = storage_object(req, object_id)
+        if isinstance(key, Reply):
+            return key
+        item.versions.append(key)
         number = len(item.versions)
-    raise Reply(201, {"data": version_body(item, number)})
+    return Reply(201, {"data": version_body(item, number)})
 
 
-RFI = r"/bim360/rfis/v2/containers/(?P<container>[^/]+)/rfis/(?P<rfi>[^/]+)/attachments"
-
-
-def rfi(req: Request) -> dict[str, RfiAttachment]:
+def rfi(req: Request) -> dict[str, RfiAttachment] | Reply:
     found = req.store.rfis.get((req.params["container"], req.params["rfi"]))
     if found is None:
-        raise error(404, "RFI not found.", "NOT_FOUND")
+        return error(404, "RFI not found.", "NOT_FOUND")
     return found
 
 
@@ -313,53 +354,84 @@ def rfi_body(att: RfiAttachment) -> dict[str, Any]:
     }
 
 
-@route("POST", RFI, "aps.rfi.attach")
-def attach(req: Request) -> None:
-    require_bearer(req)
+def attach(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     if "application/json" not in (req.headers.get("Content-Type") or ""):
-        raise error(400, "Content-Type must be application/json.", "BAD_INPUT")
+        return error(400, "Content-Type must be application/json.", "BAD_INPUT")
     body = req.json()
     if not isinstance(body, dict):
-        raise error(400, "The body must be a JSON object.", "BAD_INPUT")
+        return error(400, "The body must be a JSON object.", "BAD_INPUT")
     name, urn, urn_type = body.get("name"), body.get("urn"), body.get("urnType")
     if not isinstance(name, str) or not name or len(name) > 400:
-        raise error(400, "name is required and at most 400 characters.", "BAD_INPUT")
+        return error(400, "name is required and at most 400 characters.", "BAD_INPUT")
     if urn_type != "dm":
-        raise error(400, "urnType must be dm.", "BAD_INPUT")
+        return error(400, "urnType must be dm.", "BAD_INPUT")
     if not isinstance(urn, str) or len(urn) > 400:
-        raise error(400, "urn is required and at most 400 characters.", "BAD_INPUT")
+        return error(400, "urn is required and at most 400 characters.", "BAD_INPUT")
     with req.store.lock:
         atts = rfi(req)
+        if isinstance(atts, Reply):
+            return atts
         if urn not in req.store.items:
-            raise error(400, "urn does not name a Document Management item.", "BAD_INPUT")
+            return error(400, "urn does not name a Document Management item.", "BAD_INPUT")
         att = RfiAttachment(str(uuid.uuid4()), req.params["rfi"], name, urn, now_iso())
         atts[att.id] = att
-    raise Reply(201, rfi_body(att))
+    return Reply(201, rfi_body(att))
 
 
-@route("GET", RFI, "aps.rfi.list")
-def list_rfi(req: Request) -> None:
-    require_bearer(req)
+def list_rfi(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     try:
         limit = int(req.arg("limit", "10") or 10)
         offset = int(req.arg("offset", "0") or 0)
     except ValueError:
-        raise error(400, "limit and offset must be integers.", "BAD_INPUT") from None
+        return error(400, "limit and offset must be integers.", "BAD_INPUT")
     if not 1 <= limit <= 200 or offset < 0:
-        raise error(400, "limit must be 1..200 and offset >= 0.", "BAD_INPUT")
+        return error(400, "limit must be 1..200 and offset >= 0.", "BAD_INPUT")
     with req.store.lock:
-        everything = list(rfi(req).values())
+        atts = rfi(req)
+        if isinstance(atts, Reply):
+            return atts
+        everything = list(atts.values())
     page = [rfi_body(a) for a in everything[offset : offset + limit]]
-    raise Reply(
+    return Reply(
         200, {"pagination": {"limit": limit, "offset": offset, "totalResults": len(everything)}, "results": page}
     )
 
 
-@route("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete")
-def delete_rfi(req: Request) -> None:
-    require_bearer(req)
+def delete_rfi(req: Request) -> Reply:
+    if denied := require_bearer(req):
+        return denied
     with req.store.lock:
         atts = rfi(req)
+        if isinstance(atts, Reply):
+            return atts
         if atts.pop(req.params["att"], None) is None:
-            raise error(404, "Attachment not found.", "NOT_FOUND")
-    raise Reply(204, None)
+            return error(404, "Attachment not found.", "NOT_FOUND")
+    return Reply(204)
+
+
+PROJECT = r"/project/v1/hubs/(?P<hub>[^/]+)/projects/(?P<project>[^/]+)"
+SIGNED = r"/oss/v2/buckets/(?P<bucket>[^/]+)/objects/(?P<object>[^/]+)/signeds3upload"
+RFI = r"/bim360/rfis/v2/containers/(?P<container>[^/]+)/rfis/(?P<rfi>[^/]+)/attachments"
+
+
+def register(router: Router) -> None:
+    """Add the APS endpoints; the pre-signed part URLs answer faults in S3's XML, the rest in APS's JSON."""
+    for method, pattern, endpoint, handler in (
+        ("POST", "/authentication/v2/token", "aps.token", token),
+        ("GET", PROJECT, "aps.project", get_project),
+        ("GET", PROJECT + "/topFolders", "aps.topFolders", top_folders),
+        ("POST", r"/data/v1/projects/(?P<project>[^/]+)/storage", "aps.storage", create_storage),
+        ("GET", SIGNED, "aps.signeds3upload", signed_urls),
+        ("POST", SIGNED, "aps.complete", complete),
+        ("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items", create_item),
+        ("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions", create_version),
+        ("POST", RFI, "aps.rfi.attach", attach),
+        ("GET", RFI, "aps.rfi.list", list_rfi),
+        ("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete", delete_rfi),
+    ):
+        router.add(method, pattern, endpoint, handler, error_body=error_body)
+    router.add("PUT", r"/__s3/(?P<key>[^/]+)/(?P<part>\d+)", "aps.s3part", put_part, error_body=s3_error_body)

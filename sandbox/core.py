@@ -1,4 +1,4 @@
-"""Sandbox plumbing shared by the endpoint modules: routing, requests and replies."""
+"""Sandbox plumbing the endpoint modules share: the router, what a handler sees of a request, and replies."""
 
 from __future__ import annotations
 
@@ -6,76 +6,130 @@ import base64
 import json
 import mimetypes
 import re
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from email.message import Message
+from io import BufferedIOBase
+from typing import Any
+from urllib.parse import parse_qs, unquote
 
-from sandbox.store import CHUNK, Store
-
-if TYPE_CHECKING:
-    from sandbox.server import RequestHandler
+from sandbox.faults import FaultInjector
+from sandbox.store import CHUNK, Store, StoredFile
 
 # Bodies of rejected uploads are read and thrown away up to this size, so the client sees our answer
 # instead of a broken pipe; bigger ones get the answer and a closed connection.
 DRAIN_LIMIT = 256 * 1024 * 1024
+JSON_BODY_LIMIT = 1024 * 1024
 
 
 class Dropped(Exception):
-    """Raised to close the connection without an answer (fault injection)."""
+    """The connection is to be reset without an answer: the client left mid-body, or a fault says so."""
 
 
-class Reply(Exception):
-    """Raised by endpoint code to answer with a status, JSON body and headers."""
-
-    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
+class BodyTooLarge(Exception):
+    """A JSON or form body over JSON_BODY_LIMIT; the server answers 413 in the route's vendor shape."""
 
 
-Handler = Callable[["Request"], None]
-Route = tuple[str, re.Pattern[str], str, Handler]
-ROUTES: list[Route] = []
+@dataclass(frozen=True)
+class Reply:
+    """What a handler answers: a status, a JSON value or raw bytes (or a stored file), and headers."""
+
+    status: int
+    body: Any = None
+    headers: Sequence[tuple[str, str]] = ()
+    file: StoredFile | None = None
 
 
-def route(method: str, pattern: str, endpoint: str) -> Callable[[Handler], Handler]:
-    """Register an endpoint; `endpoint` names it for fault injection and request counting."""
+@dataclass(frozen=True)
+class Failure:
+    """An error the plumbing answers for a route (injected fault, oversized body) in its vendor's shape."""
 
-    def register(fn: Handler) -> Handler:
-        ROUTES.append((method, re.compile(f"^{pattern}$"), endpoint, fn))
-        return fn
+    status: int
+    code: str | None = None
+    message: str | None = None
+    details: list[dict[str, Any]] | None = None
 
-    return register
+
+ErrorBody = Callable[[str, Failure], Any]
+Handler = Callable[["Request"], Reply]
 
 
-def find_route(method: str, path: str) -> tuple[Route, re.Match[str]]:
-    """The route for a request, or a 405 (known path, other method) / 404 reply."""
-    path_known = False
-    for route_ in ROUTES:
-        match = route_[1].match(path)
-        if match:
-            if route_[0] == method:
-                return route_, match
-            path_known = True
-    if path_known:
-        raise Reply(405, {"error": {"code": "MethodNotAllowed", "message": f"{method} not allowed here"}})
-    raise Reply(404, {"error": {"code": "RouteNotFound", "message": f"No route for {method} {path}"}})
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    endpoint: str  # names the route for faults and counts; may use the path's groups: "itwin.{kind}.create"
+    handler: Handler
+    error_body: ErrorBody
+    injectable: bool  # admin routes never get faults, or a test could not switch them off
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    params: dict[str, str]
+
+    @property
+    def endpoint(self) -> str:
+        return self.route.endpoint.format(**self.params)
+
+
+def generic_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class Router:
+    """Routes in registration order; each vendor module adds its own with `register(router)`."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(
+        self,
+        method: str,
+        pattern: str,
+        endpoint: str,
+        handler: Handler,
+        *,
+        error_body: ErrorBody,
+        injectable: bool = True,
+    ) -> None:
+        self.routes.append(Route(method, re.compile(f"^{pattern}$"), endpoint, handler, error_body, injectable))
+
+    def match(self, method: str, path: str) -> Match | Reply:
+        """The route for a request, or a 405 (known path, other method) / 404 reply."""
+        path_known = False
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found:
+                if route.method == method:
+                    return Match(route, {k: unquote(v) for k, v in found.groupdict().items()})
+                path_known = True
+        if path_known:
+            return Reply(405, generic_error("MethodNotAllowed", f"{method} not allowed here"))
+        return Reply(404, generic_error("RouteNotFound", f"No route for {method} {path}"))
 
 
 class Request:
-    """What endpoint code sees of one HTTP request."""
+    """What endpoint code sees of one HTTP request, and the sandbox state it may change."""
 
-    def __init__(self, handler: RequestHandler, params: dict[str, str], query: dict[str, list[str]]) -> None:
-        self.h = handler
-        self.params = params
+    def __init__(
+        self,
+        headers: Message,
+        rfile: BufferedIOBase,
+        query: dict[str, list[str]],
+        store: Store,
+        faults: FaultInjector,
+    ) -> None:
+        self.headers = headers
+        self.rfile = rfile
         self.query = query
-        self.store: Store = handler.server.store  # type: ignore[attr-defined]
-        self.body_consumed = False
-
-    @property
-    def headers(self) -> Any:
-        return self.h.headers
+        self.params: dict[str, str] = {}
+        self.store = store
+        self.faults = faults
+        self.bytes_read = 0
+        self.close_connection = False
+        self._body: Iterator[bytes] | None = None
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -83,43 +137,47 @@ class Request:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.h.headers.get('Host') or '127.0.0.1'}"
+        return f"http://{self.headers.get('Host') or '127.0.0.1'}"
 
     def content_length(self) -> int | None:
-        raw = self.h.headers.get("Content-Length")
+        raw = self.headers.get("Content-Length")
         return int(raw) if raw is not None and raw.isdigit() else None
 
     def chunks(self) -> Iterator[bytes]:
-        """The request body, streamed: Content-Length or chunked transfer encoding."""
-        self.body_consumed = True
-        rfile = self.h.rfile
-        if "chunked" not in (self.h.headers.get("Transfer-Encoding") or "").lower():
+        """The request body, streamed: Content-Length or chunked transfer encoding. It can be read once."""
+        if self._body is None:
+            self._body = self._read()
+        return self._body
+
+    def _read(self) -> Iterator[bytes]:
+        if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
             yield from self._exactly(self.content_length() or 0)
             return
         while True:
-            line = rfile.readline(65537)
+            line = self.rfile.readline(65537)
             size = int(line.split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:
-                while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return
             yield from self._exactly(size)
-            rfile.readline(3)
+            self.rfile.readline(3)
 
     def _exactly(self, remaining: int) -> Iterator[bytes]:
         while remaining:
-            data = self.h.rfile.read(min(CHUNK, remaining))
+            data = self.rfile.read(min(CHUNK, remaining))
             if not data:
                 raise Dropped()  # the client went away mid-body
             remaining -= len(data)
+            self.bytes_read += len(data)
             yield data
 
-    def body_bytes(self, limit: int = 1024 * 1024) -> bytes:
+    def body_bytes(self, limit: int = JSON_BODY_LIMIT) -> bytes:
         out = bytearray()
         for chunk in self.chunks():
             out += chunk
             if len(out) > limit:
-                raise Reply(413, {"error": {"code": "RequestTooLarge", "message": "Body too large."}})
+                raise BodyTooLarge()
         return bytes(out)
 
     def json(self) -> Any:
@@ -134,14 +192,14 @@ class Request:
         return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
     def bearer(self) -> str | None:
-        value = self.h.headers.get("Authorization")
+        value = self.headers.get("Authorization")
         if value is None:
             return None
         scheme, _, token = value.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
     def basic(self) -> tuple[str, str] | None:
-        value = self.h.headers.get("Authorization") or ""
+        value = self.headers.get("Authorization") or ""
         scheme, _, encoded = value.partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -151,23 +209,11 @@ class Request:
             return None
         return user, password
 
-    def send_file(self, path: Any, size: int, content_type: str) -> None:
-        self.drain()
-        self.h.send_response(200)
-        self.h.send_header("Content-Type", content_type)
-        self.h.send_header("Content-Length", str(size))
-        self.h.end_headers()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                self.h.wfile.write(chunk)
-
     def drain(self) -> None:
-        """Read what is left of the body so the connection can be reused (or close it if too big)."""
-        if self.body_consumed:
-            return
+        """Read what is left of the body (a handler may stop early) so the connection can be reused."""
         length = self.content_length()
-        if length is not None and length > DRAIN_LIMIT:
-            self.h.close_connection = True
+        if length is not None and length - self.bytes_read > DRAIN_LIMIT:
+            self.close_connection = True
             return
         for _ in self.chunks():
             pass

@@ -1,15 +1,45 @@
-"""Per-endpoint fault injection, switchable at run time: rate limit, error rate, latency, drops, fail-next."""
+"""Per-endpoint faults, switchable at run time: rate limit, error rate, latency, drops, fail-next, raw replies."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+SPEC_OPTIONS = frozenset(
+    {"rate_limit_per_minute", "error_rate", "error_status", "retry_after", "latency_ms", "drop_rate", "fail_next"}
+)
+ENTRY_OPTIONS = frozenset(
+    {"status", "code", "message", "details", "retry_after", "drop", "latency_ms", "count"}
+    | {"headers", "body", "echo_authorization"}
+)
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# The server frames every answer itself; a fault that changed the framing would break the connection, not the
+# client's parsing of one answer.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do instead of serving a call."""
+
+    kind: str  # "rate_limit" | "error" | "drop" | "delay" | "reply"
+    status: int = 0
+    retry_after: int | None = None
+    code: str | None = None
+    message: str | None = None
+    details: list[dict[str, Any]] | None = None
+    latency_ms: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    echo_authorization: bool = False
 
 
 @dataclass
@@ -20,22 +50,83 @@ class FaultSpec:
     retry_after: int | None = None
     latency_ms: int = 0
     drop_rate: float = 0.0
-    # Deterministic: each entry is one future call's fate: {"status": 429, "retry_after": 1}, {"drop": true},
-    # or {"latency_ms": 1500} (this one call is slow, then served normally).
-    fail_next: deque[dict[str, Any]] = field(default_factory=deque)
+    fail_next: deque[Fault] = field(default_factory=deque)  # each entry is one future call's fate, in order
     window: deque[float] = field(default_factory=deque)
 
 
-@dataclass(frozen=True)
-class Fault:
-    """What to do instead of serving a call."""
+def _status(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
+        raise ValueError(f"status must be an integer 200..599, not {value!r}")
+    return value
 
-    kind: str  # "rate_limit" | "error" | "drop" | "delay"
-    status: int = 0
-    retry_after: int | None = None
-    code: str | None = None
-    message: str | None = None
-    details: list[dict[str, Any]] | None = None
+
+def _headers(value: Any) -> tuple[tuple[str, str], ...]:
+    """An object, or a list of [name, value] pairs (which may repeat a name)."""
+    if value is None:
+        return ()
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, list) or not all(isinstance(p, list | tuple) and len(p) == 2 for p in pairs):
+        raise ValueError("headers must be an object or a list of [name, value] pairs")
+    result = []
+    for name, text in pairs:
+        if not isinstance(name, str) or not HEADER_NAME.match(name):
+            raise ValueError(f"bad header name {name!r}")
+        if name.lower() in FRAMING_HEADERS:
+            raise ValueError(f"{name} is set by the server")
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            raise ValueError(f"header {name} needs a one-line string value")
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"header {name} must be latin-1 text, as HTTP/1.1 sends it") from None
+        result.append((name, text))
+    return tuple(result)
+
+
+def _reply(entry: dict[str, Any]) -> Fault:
+    if {"code", "message", "details", "echo_authorization"} & set(entry):
+        raise ValueError("a raw reply (headers/body) takes no code, message, details or echo_authorization")
+    status = _status(entry.get("status", 200))
+    headers = _headers(entry.get("headers"))
+    raw = entry.get("body")
+    if raw is None:
+        body = b""
+    elif isinstance(raw, str):
+        body = raw.encode()
+    else:
+        body = json.dumps(raw).encode()
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers += (("Content-Type", "application/json"),)
+    if body and status in (204, 304):
+        raise ValueError(f"a {status} answer has no body")
+    return Fault("reply", status, headers=headers, body=body)
+
+
+def parse_entry(entry: Any) -> Fault:
+    """One fail_next entry (without its count) as the fault it stands for; ValueError names what is wrong."""
+    if not isinstance(entry, dict):
+        raise ValueError("each fail_next entry must be an object")
+    unknown = set(entry) - ENTRY_OPTIONS
+    if unknown:
+        raise ValueError(f"unknown fail_next options: {sorted(unknown)}")
+    if entry.get("drop"):
+        return Fault("drop")
+    if "status" not in entry and entry.get("latency_ms"):
+        return Fault("delay", latency_ms=int(entry["latency_ms"]))
+    if "headers" in entry or "body" in entry:
+        return _reply(entry)
+    details = entry.get("details")
+    if details is not None and not isinstance(details, list):
+        raise ValueError("details must be a list of error objects")
+    return Fault(
+        "error",
+        _status(entry.get("status", 500)),
+        entry.get("retry_after"),
+        entry.get("code"),
+        entry.get("message"),
+        details,
+        echo_authorization=bool(entry.get("echo_authorization")),
+    )
 
 
 class FaultInjector:
@@ -48,18 +139,20 @@ class FaultInjector:
         self._clock = clock
 
     def configure(self, endpoint: str, **options: Any) -> None:
-        allowed = {"rate_limit_per_minute", "error_rate", "error_status", "retry_after", "latency_ms", "drop_rate"}
-        unknown = set(options) - allowed - {"fail_next"}
+        unknown = set(options) - SPEC_OPTIONS
         if unknown:
             raise ValueError(f"unknown fault options: {sorted(unknown)}")
+        entries = options.get("fail_next", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("fail_next must be a list of objects")
+        # Parsed before anything changes, so a bad entry leaves the endpoint's faults as they were.
+        queued = [(parse_entry({k: v for k, v in e.items() if k != "count"}), int(e.get("count", 1))) for e in entries]
         with self._lock:
             spec = self._specs.setdefault(endpoint, FaultSpec())
-            for name in allowed & set(options):
+            for name in SPEC_OPTIONS & set(options) - {"fail_next"}:
                 setattr(spec, name, options[name])
-            for entry in options.get("fail_next", []):
-                count = int(entry.get("count", 1))
-                for _ in range(count):
-                    spec.fail_next.append({k: v for k, v in entry.items() if k != "count"})
+            for fault, count in queued:
+                spec.fail_next.extend([fault] * count)
 
     def reset(self) -> None:
         with self._lock:
@@ -77,19 +170,7 @@ class FaultInjector:
                 if spec is None:
                     continue
                 if spec.fail_next:
-                    entry = spec.fail_next.popleft()
-                    if entry.get("drop"):
-                        return Fault("drop")
-                    if "status" not in entry and entry.get("latency_ms"):
-                        return Fault("delay", retry_after=int(entry["latency_ms"]))
-                    return Fault(
-                        "error",
-                        int(entry.get("status", 500)),
-                        entry.get("retry_after"),
-                        entry.get("code"),
-                        entry.get("message"),
-                        entry.get("details"),
-                    )
+                    return spec.fail_next.popleft()
                 if spec.rate_limit_per_minute is not None:
                     now = self._clock()
                     while spec.window and now - spec.window[0] >= 60.0:

@@ -1,4 +1,4 @@
-"""The sandbox HTTP server: routes, auth, faults and the vendor endpoints, over real sockets."""
+"""The sandbox HTTP server: one router of the vendor modules, the store and the faults, over real sockets."""
 
 from __future__ import annotations
 
@@ -10,27 +10,54 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from sandbox import admin, aps, itwin  # noqa: F401 - importing registers the routes
-from sandbox.core import Dropped, Reply, Request, find_route
-from sandbox.faults import FaultInjector
-from sandbox.store import Store
+from sandbox import admin, aps, itwin
+from sandbox.core import BodyTooLarge, Dropped, Failure, Match, Reply, Request, Router
+from sandbox.faults import Fault, FaultInjector
+from sandbox.store import CHUNK, Store
+
+
+def build_router() -> Router:
+    router = Router()
+    for module in (admin, aps, itwin):
+        module.register(router)
+    return router
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """The listening socket, with everything a request handler needs."""
+
+    daemon_threads = True
+    # Two sandboxes must never share a port unnoticed: a taken port is an error at start.
+    allow_reuse_port = False
+
+    def __init__(
+        self, address: tuple[str, int], store: Store, faults: FaultInjector, router: Router, verbose: bool
+    ) -> None:
+        self.store = store
+        self.faults = faults
+        self.router = router
+        self.verbose = verbose
+        super().__init__(address, RequestHandler)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "relay-sandbox/1"
+    # Headers and body go out in two writes; with Nagle's algorithm the second waits for the client's
+    # delayed ACK, about 40 ms per answer.
+    disable_nagle_algorithm = True
+    server: SandboxServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        if getattr(self.server, "verbose", False):
+        if self.server.verbose:
             super().log_message(format, *args)
 
     def setup(self) -> None:
         super().setup()
-        store: Store = self.server.store  # type: ignore[attr-defined]
-        with store.lock:
-            store.connections += 1
+        with self.server.store.lock:
+            self.server.store.connections += 1
 
     def do_GET(self) -> None:
         self.dispatch("GET")
@@ -49,59 +76,72 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
-        path = split.path
         query = parse_qs(split.query, keep_blank_values=True)
-        faults: FaultInjector = self.server.faults  # type: ignore[attr-defined]
-        store: Store = self.server.store  # type: ignore[attr-defined]
-        request: Request | None = None
+        request = Request(self.headers, self.rfile, query, self.server.store, self.server.faults)
         try:
-            request = Request(self, {}, query)  # so an unrouted request's body is still drained
-            (_, _, endpoint, fn), match = find_route(method, path)
-            params = {k: unquote(v) for k, v in match.groupdict().items()}
-            endpoint = endpoint.format(**params)
-            request = Request(self, params, query)
-            with store.lock:
-                store.request_counts[endpoint] = store.request_counts.get(endpoint, 0) + 1
-            if not endpoint.startswith("admin."):
-                delay = faults.latency(endpoint)
-                if delay:
-                    time.sleep(delay)
-                fault = faults.decide(endpoint)
-                if fault is not None:
-                    if fault.kind == "drop":
-                        raise Dropped()
-                    if fault.kind == "delay":
-                        time.sleep((fault.retry_after or 0) / 1000.0)
-                        fault = None
-                if fault is not None:
-                    body = fault_body(endpoint, fault.status, fault.code, fault.message, fault.details)
-                    raise Reply(fault.status, body, retry_headers(fault.retry_after))
-            fn(request)
+            found = self.server.router.match(method, split.path)
+            reply = found if isinstance(found, Reply) else self.serve(found, request)
+            request.drain()  # an unread body would be parsed as the next request
+            self.answer(reply, close=request.close_connection)
         except Dropped:
             self.drop()
-        except Reply as reply:
-            if request is not None:
-                try:
-                    request.drain()
-                except Dropped:
-                    self.drop()
-                    return
-            self.answer(reply.status, reply.body, reply.headers)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def answer(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def serve(self, found: Match, request: Request) -> Reply:
+        endpoint = found.endpoint
+        request.params = found.params
+        with self.server.store.lock:
+            self.server.store.request_counts[endpoint] = self.server.store.request_counts.get(endpoint, 0) + 1
+        if found.route.injectable:
+            injected = self.inject(endpoint, found, request)
+            if injected is not None:
+                return injected
+        try:
+            return found.route.handler(request)
+        except BodyTooLarge:
+            failure = Failure(413, "RequestTooLarge", "Body too large.")
+            return Reply(413, found.route.error_body(endpoint, failure))
+
+    def inject(self, endpoint: str, found: Match, request: Request) -> Reply | None:
+        """The reply a fault puts in place of the handler's, if any; drops raise Dropped."""
+        faults = self.server.faults
+        delay = faults.latency(endpoint)
+        if delay:
+            time.sleep(delay)
+        fault = faults.decide(endpoint)
+        if fault is None:
+            return None
+        if fault.kind == "drop":
+            raise Dropped()
+        if fault.kind == "delay":
+            time.sleep(fault.latency_ms / 1000.0)
+            return None
+        if fault.kind == "reply":
+            return Reply(fault.status, fault.body, fault.headers)
+        failure = Failure(fault.status, fault.code, echoed(fault, request), fault.details)
+        return Reply(fault.status, found.route.error_body(endpoint, failure), retry_headers(fault.retry_after))
+
+    def answer(self, reply: Reply, close: bool) -> None:
+        if close:
+            self.close_connection = True
+        body = reply.body
         payload = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        self.send_response(status)
+        self.send_response(reply.status)
         if body is not None and not isinstance(body, bytes):
             self.send_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
+        for name, value in reply.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(reply.file.size if reply.file else len(payload)))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(payload)
+        if reply.file is None:
+            self.wfile.write(payload)
+            return
+        with open(reply.file.path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                self.wfile.write(chunk)
 
     def drop(self) -> None:
         """Reset the connection: SO_LINGER 0 makes close() send RST instead of FIN."""
@@ -113,36 +153,17 @@ class RequestHandler(BaseHTTPRequestHandler):
             pass
 
 
-def retry_headers(retry_after: int | None) -> dict[str, str]:
-    return {} if retry_after is None else {"retry-after": str(math.ceil(retry_after))}
+def echoed(fault: Fault, request: Request) -> str | None:
+    """The fault's message; with echo_authorization, followed by the request's Authorization header."""
+    if not fault.echo_authorization:
+        return fault.message
+    # A vendor that leaks the caller's credential back in an error: the client must not log or store it.
+    leaked = request.headers.get("Authorization") or "(none)"
+    return f"{fault.message or f'Injected fault {fault.status}.'} Authorization: {leaked}"
 
 
-def fault_body(
-    endpoint: str,
-    status: int,
-    code: str | None = None,
-    message: str | None = None,
-    details: list[dict[str, Any]] | None = None,
-) -> Any:
-    """Injected errors carry the body each vendor documents for that status (or the code asked for)."""
-    if endpoint.startswith("itwin.") and code:
-        return itwin.error(code, message or f"Injected {code}.", details=details)
-    if code:
-        return {"developerMessage": message or f"Injected {code}.", "errorCode": code}
-    if endpoint.startswith("itwin."):
-        if status == 429:
-            if endpoint.startswith("itwin.forms"):
-                return itwin.error(
-                    "TooManyRequests", "More requests were received than the subscription rate-limit allows."
-                )
-            return itwin.error(
-                "RateLimitExceeded",
-                "The client sent more requests than allowed by this API for the current tier of the client.",
-            )
-        return itwin.error("InternalServerError" if status >= 500 else "InjectedFault", f"Injected fault {status}.")
-    if status == 429:
-        return {"developerMessage": "Too many requests; retry later.", "errorCode": "RateLimited"}
-    return {"developerMessage": f"Injected fault {status}.", "errorCode": f"HTTP{status}"}
+def retry_headers(retry_after: int | None) -> list[tuple[str, str]]:
+    return [] if retry_after is None else [("retry-after", str(math.ceil(retry_after)))]
 
 
 class Sandbox:
@@ -151,11 +172,12 @@ class Sandbox:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None, verbose: bool = False):
         self.store = Store(data_dir)
         self.faults = FaultInjector()
-        self.httpd = ThreadingHTTPServer((host, port), RequestHandler)
-        self.httpd.daemon_threads = True
-        self.httpd.store = self.store  # type: ignore[attr-defined]
-        self.httpd.faults = self.faults  # type: ignore[attr-defined]
-        self.httpd.verbose = verbose  # type: ignore[attr-defined]
+        self.router = build_router()
+        try:
+            self.httpd = SandboxServer((host, port), self.store, self.faults, self.router, verbose)
+        except OSError:
+            self.store.close()  # a taken port must not leave a temp dir behind
+            raise
         self._thread: threading.Thread | None = None
 
     @property

@@ -112,7 +112,9 @@ class Store:
             self.connections = 0  # TCP connections accepted: proves warm invocations reuse theirs
             self.max_upload_bytes = 30 * 1024 * 1024
             self.min_part_bytes = 5 * 1024 * 1024
-            self.location_base: str | None = None
+            self.location_base: str | None = None  # where create's Location points (default: the request's host)
+            self.next_link_base: str | None = None  # where a listing's _links.next.href points (same default)
+            self.created_date_time: Any = None  # when set, what every listed attachment claims as createdDateTime
             self.token_lifetime = 3600
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
-SHARED_API = ROOT.parent / "shared" / "api"
+# Copies of the brief's shared/api pages, so a clone anywhere can run the contract tests (see its README.md).
+VENDOR_PAGES = ROOT / "tests" / "data" / "vendor-api"
 
 
 def _template_observability_env() -> None:

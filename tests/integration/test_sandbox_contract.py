@@ -1,6 +1,7 @@
-"""Contract: requests shaped as ../shared/api describes get the status, headers and bodies the pages show.
+"""Contract: requests shaped as the vendor pages describe get the status, headers and bodies the pages show.
 
-Expected bodies are read from the API pages themselves, so the sandbox is held to the vendor's text.
+Requests and expected bodies are read from the pages themselves (tests/data/vendor-api), so the sandbox is held
+to the vendor's text; what the pages leave out is held to the brief's vendor facts.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import SHARED_API
+from tests.conftest import VENDOR_PAGES
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
-ISSUES_PAGE = SHARED_API / "000_93443b50b50c5967.txt"
-FORMS_PAGE = SHARED_API / "001_4da04718321d26eb.txt"
-RFI_PAGE = SHARED_API / "002_cc017d21947b02bb.txt"
+ISSUES_PAGE = VENDOR_PAGES / "000_93443b50b50c5967.txt"
+FORMS_PAGE = VENDOR_PAGES / "001_4da04718321d26eb.txt"
+RFI_PAGE = VENDOR_PAGES / "002_cc017d21947b02bb.txt"
 
 
 def examples(page: Any) -> dict[int, Any]:
@@ -38,8 +39,15 @@ def examples(page: Any) -> dict[int, Any]:
     return found
 
 
+def request_example(page: Any) -> Any:
+    """The request body example of an API page: the JSON after its 'Example' heading."""
+    text = page.read_text(encoding="utf-8")
+    return json.JSONDecoder().raw_decode(text, text.index("{", text.index("\nExample\n")))[0]
+
+
 ISSUES = examples(ISSUES_PAGE)
 FORMS = examples(FORMS_PAGE)
+CREATE_EXAMPLE = request_example(ISSUES_PAGE)
 
 
 @pytest.fixture
@@ -70,20 +78,16 @@ def auth(token: str) -> dict[str, str]:
 def test_pages_hold_the_examples_we_test_against():
     assert set(ISSUES) >= {401, 404, 422, 429}
     assert set(FORMS) >= {200, 401, 404, 429}
+    assert set(CREATE_EXAMPLE) == {"fileName", "caption", "binding"}
 
 
 def test_create_issue_attachment_201_with_absolute_location(harness: Harness, token: str):
     issue = harness.new_parent()
-    example = {
-        "fileName": "CrackedConcrete.png",
-        "caption": "Picture of the cracked concrete",
-        "binding": "TypeOfDefect",
-    }
     response = requests.post(
-        f"{harness.sandbox}/issues/{issue}/attachments", json=example, headers=auth(token), timeout=10
+        f"{harness.sandbox}/issues/{issue}/attachments", json=CREATE_EXAMPLE, headers=auth(token), timeout=10
     )
     assert response.status_code == 201
-    location = response.headers["Location"]
+    location = response.headers["Location"]  # the page names the header; the brief assumes an absolute URL
     assert location.startswith(f"{harness.sandbox}/issues/{issue}/attachments/")
     put = requests.put(location, data=b"png-bytes", headers=auth(token), timeout=10)
     assert put.status_code == 201
@@ -91,7 +95,11 @@ def test_create_issue_attachment_201_with_absolute_location(harness: Harness, to
     assert again.status_code == 201
     listing = requests.get(f"{harness.sandbox}/issues/{issue}/attachments", headers=auth(token), timeout=10).json()
     (att,) = listing["attachments"]
-    assert att["fileName"] == "CrackedConcrete.png"
+    assert (att["fileName"], att["caption"], att["binding"]) == (
+        CREATE_EXAMPLE["fileName"],
+        CREATE_EXAMPLE["caption"],
+        CREATE_EXAMPLE["binding"],
+    )
     assert att["size"] == len(b"new-bytes!")
     assert att["type"] == "png"
     download = requests.get(location, headers=auth(token), timeout=10)

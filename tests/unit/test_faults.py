@@ -44,3 +44,48 @@ def test_wildcard_and_error_rate():
 def test_unknown_option_is_refused():
     with pytest.raises(ValueError, match="unknown fault options"):
         FaultInjector().configure("x", explode=True)
+
+
+def test_raw_reply_entries_keep_status_headers_and_body_exactly():
+    faults = FaultInjector()
+    hostile = "http://127.0.0.1:9\\@api-host/issues/1/attachments/2"
+    faults.configure(
+        "x",
+        fail_next=[
+            {"status": 201, "headers": {"Location": hostile}, "count": 2},
+            {"headers": [["Link", "a"], ["Link", "b"]], "body": {"next": "http://other.example"}},
+        ],
+    )
+    first, second, third = (faults.decide("x") for _ in range(3))
+    assert first == second
+    assert (first.kind, first.status, first.headers, first.body) == ("reply", 201, (("Location", hostile),), b"")  # type: ignore[union-attr]
+    assert third.status == 200  # type: ignore[union-attr]
+    assert third.headers == (("Link", "a"), ("Link", "b"), ("Content-Type", "application/json"))  # type: ignore[union-attr]
+    assert third.body == b'{"next": "http://other.example"}'  # type: ignore[union-attr]
+    assert faults.decide("x") is None
+
+
+def test_echo_authorization_is_carried_by_error_entries():
+    faults = FaultInjector()
+    faults.configure("x", fail_next=[{"status": 401, "code": "InvalidToken", "echo_authorization": True}])
+    fault = faults.decide("x")
+    assert fault is not None
+    assert (fault.kind, fault.code, fault.echo_authorization) == ("error", "InvalidToken", True)
+
+
+@pytest.mark.parametrize(
+    ("entry", "complaint"),
+    [
+        ({"status": 201, "headers": {"Location": "a\r\nb"}}, "one-line"),
+        ({"status": 201, "headers": {"Transfer-Encoding": "chunked"}}, "set by the server"),
+        ({"status": 600}, "200..599"),
+        ({"status": 200, "body": "x", "echo_authorization": True}, "raw reply"),
+        ({"status": 500, "details": "not a list"}, "details"),
+        ({"sometimes": True}, "unknown fail_next options"),
+    ],
+)
+def test_bad_entries_are_refused_before_anything_changes(entry, complaint):
+    faults = FaultInjector()
+    with pytest.raises(ValueError, match=complaint):
+        faults.configure("x", fail_next=[{"status": 503}, entry])
+    assert faults.decide("x") is None
