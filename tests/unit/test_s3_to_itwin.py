@@ -405,6 +405,16 @@ def test_test_events_and_non_creation_records_are_named_and_skipped(aws, flow):
     assert flow.handle_message("m", body) == []
 
 
+def test_a_bad_record_does_not_stop_the_good_one_in_the_same_message(aws, itwin, flow):
+    fields = aws.put("issues/I/good.jpg", PHOTO)
+    good = json.loads(message(aws.bucket, "issues/I/good.jpg", fields))["Records"][0]
+    body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {}}, good]})
+    with pytest.raises(e.MalformedMessageError, match="record 0"):
+        flow.handle_message("m", body)
+    assert aws.tags("issues/I/good.jpg")["relay-status"] == "attached"
+    assert len(itwin.of("I")) == 1
+
+
 def test_a_malformed_message_is_retried_to_the_dlq(flow):
     with pytest.raises(e.MalformedMessageError):
         flow.handle_message("m", "not json")

@@ -123,7 +123,6 @@ def test_test_event_is_skipped_and_sample_events_parse():
         ("not json", "not JSON"),
         ("[]", "not a JSON object"),
         ("{}", "no Records"),
-        ('{"Records": [{"s3": {}}]}', "record 0"),
     ],
 )
 def test_malformed_messages(body, fragment):
@@ -136,16 +135,22 @@ def test_version_id_names_the_upload_else_etag():
     assert Upload("b", "k", None, "e").identity == "b/k#etag:e"
 
 
+@pytest.mark.parametrize(
+    "record",
+    [{"s3": {}}, {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": 1}, "object": {"key": "k"}}}, "text"],
+)
+def test_a_bad_record_is_reported_beside_the_good_ones(record):
+    good = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "eTag": "e"}}}
+    notification = parse_message(json.dumps({"Records": [record, good]}))
+    assert [u.key for u in notification.uploads] == ["k"]
+    assert notification.malformed[0].startswith("record 0")
+
+
 def test_a_record_with_neither_version_nor_etag_is_malformed_not_a_wildcard():
-    body = json.dumps(
-        {
-            "Records": [
-                {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "issues/1/a.jpg"}}}
-            ]
-        }
-    )
-    with pytest.raises(MalformedMessageError, match="neither a versionId nor an eTag"):
-        parse_message(body)
+    record = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "issues/1/a.jpg"}}}
+    notification = parse_message(json.dumps({"Records": [record]}))
+    assert notification.uploads == []
+    assert "neither a versionId nor an eTag" in notification.malformed[0]
 
 
 def test_non_creation_records_are_named_not_taken_for_test_events():

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
 REQUEST_ID_HEADERS = ("x-correlation-id", "x-request-id", "request-id", "x-ads-request-id")
+REDACTED = "[redacted]"
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# What a code may hold: it lands in an S3 tag (a restricted character set) and in logs.
+_CODE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
 class Outcome(StrEnum):
@@ -103,6 +108,13 @@ class ClaimConflictError(RelayError):
     """The attachment our create made was claimed by another upload's adoption first: ours is made anew."""
 
     code = "CreateRaced"
+    outcome = Outcome.RETRY
+
+
+class UnresolvedCreateError(RelayError):
+    """A create may have landed, and the listing that would find it failed: look again, never POST blind."""
+
+    code = "CreateUnresolved"
     outcome = Outcome.RETRY
 
 
@@ -276,6 +288,33 @@ def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Text with every bearer or basic credential, and each given secret value, replaced by [redacted]."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+
+
+def redact_error(error: VendorError, secrets: Iterable[str] = ()) -> VendorError:
+    """Redact every text a vendor error carries: a vendor may echo the request's Authorization header."""
+    held = tuple(secrets)
+    error.message = redact(error.message, held)
+    error.code = redact(error.code, held)
+    error.target = redact(error.target, held) if error.target else None
+    error.body = redact(error.body, held) if error.body else None
+    error.details = [{k: redact(v, held) if isinstance(v, str) else v for k, v in d.items()} for d in error.details]
+    error.args = (error.message,)
+    return error
+
+
+def safe_code(value: str | None) -> str | None:
+    """A vendor's code as a tag can hold it: short, and only characters S3 tags and logs take as they are."""
+    if not value:
+        return None
+    return _CODE.sub("_", value)[:64] or None
+
+
 def _parse_body(text: str) -> object:
     if not text.strip():
         return None
@@ -290,6 +329,7 @@ def error_from_response(status: int, body: bytes | str | None, headers: Mapping[
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     code, message, target, details = _error_fields(_parse_body(text))
+    code = safe_code(code)
     cls = error_class_for(status)
     request_id = next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None)
     return cls(

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from relay.auth.secrets import EXPIRY_SKEW, PlatformSecret, SecretStore
-from relay.errors import AuthenticationError, ConfigurationError, TokenEndpointError, VendorError
+from relay.errors import AuthenticationError, ConfigurationError, TokenEndpointError, VendorError, redact
 from relay.observability import tracer
 from relay.transport.requestor import Requestor
 
@@ -102,10 +102,12 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
         payload = response.json()
     except VendorError as error:
         # Token endpoints may echo the request: keep the code and status, nothing of the body.
+        held = [v for k, v in form.items() if k in ("client_secret", "refresh_token")]
+        code = redact(error.code, held)
         raise TokenEndpointError(
-            f"token endpoint {endpoint.base_url} answered {error.http_status or 'nothing'}: {error.code}",
+            f"token endpoint {endpoint.base_url} answered {error.http_status or 'nothing'}: {code}",
             # The OAuth code (invalid_client, invalid_grant) says what to fix; 5xx and silence say "unreachable".
-            code=error.code if error.http_status and 400 <= error.http_status < 500 else "TokenEndpointError",
+            code=code if error.http_status and 400 <= error.http_status < 500 else "TokenEndpointError",
         ) from None
     token = payload.get("access_token") if isinstance(payload, dict) else None
     if not isinstance(token, str) or not token:

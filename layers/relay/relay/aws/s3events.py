@@ -34,10 +34,11 @@ class Upload:
 
 @dataclass(frozen=True)
 class Notification:
-    """The creations in one message, and what was not a creation (each named, for the log)."""
+    """The creations in one message; what was not a creation; and the records that could not be read."""
 
     uploads: list[Upload] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
     test_event: bool = False
 
 
@@ -56,37 +57,47 @@ def parse_message(body: str) -> Notification:
     records = payload.get("Records")
     if not isinstance(records, list) or not records:
         raise MalformedMessageError("message has no Records")
-    uploads: list[Upload] = []
-    ignored: list[str] = []
+    notification = Notification()
     for index, record in enumerate(records):
         try:
-            s3 = record["s3"]
-            name = record.get("eventName")
-            bucket = s3["bucket"]["name"]
-            obj = s3["object"]
-            raw_key = obj["key"]
-        except (KeyError, TypeError, AttributeError):
-            raise MalformedMessageError(f"record {index} lacks s3.bucket.name or s3.object.key") from None
-        if not isinstance(name, str) or not name.startswith("ObjectCreated:"):
-            # Only creations are uploads; the template subscribes to nothing else.
-            ignored.append(f"record {index}: eventName {name!r} is not an ObjectCreated event")
+            upload = _upload(index, record)
+        except MalformedMessageError as error:
+            # One bad record must not stop the good ones beside it: they are relayed, it is reported.
+            notification.malformed.append(error.message)
             continue
-        if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
-            raise MalformedMessageError(f"record {index} has a non-string bucket or key")
-        version_id, etag = _text(obj.get("versionId")), _text(obj.get("eTag"))
-        if version_id is None and etag is None:
-            raise MalformedMessageError(f"record {index} has neither a versionId nor an eTag to identify the upload")
-        size = obj.get("size")
-        uploads.append(
-            Upload(
-                bucket=bucket,
-                key=unquote_plus(raw_key),
-                version_id=version_id,
-                etag=etag,
-                size=size if isinstance(size, int) and not isinstance(size, bool) else None,
-            )
-        )
-    return Notification(uploads, ignored)
+        if isinstance(upload, str):
+            notification.ignored.append(upload)
+        else:
+            notification.uploads.append(upload)
+    return notification
+
+
+def _upload(index: int, record: object) -> Upload | str:
+    """One record: an Upload, the reason it is not an upload, or MalformedMessageError."""
+    try:
+        s3 = record["s3"]  # type: ignore[index]
+        name = record.get("eventName")  # type: ignore[attr-defined]
+        bucket = s3["bucket"]["name"]
+        obj = s3["object"]
+        raw_key = obj["key"]
+    except (KeyError, TypeError, AttributeError):
+        raise MalformedMessageError(f"record {index} lacks s3.bucket.name or s3.object.key") from None
+    if not isinstance(name, str) or not name.startswith("ObjectCreated:"):
+        # Only creations are uploads; the template subscribes to nothing else.
+        return f"record {index}: eventName {name!r} is not an ObjectCreated event"
+    if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
+        raise MalformedMessageError(f"record {index} has a non-string bucket or key")
+    version_id, etag = _text(obj.get("versionId")), _text(obj.get("eTag"))
+    if version_id is None and etag is None:
+        raise MalformedMessageError(f"record {index} has neither a versionId nor an eTag to identify the upload")
+    size = obj.get("size")
+    return Upload(
+        bucket=bucket,
+        key=unquote_plus(raw_key),
+        version_id=version_id,
+        etag=etag,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+    )
 
 
 def _text(value: object) -> str | None:

@@ -18,6 +18,7 @@ from relay.errors import (
     VendorConnectionError,
     VendorError,
     error_from_response,
+    redact_error,
 )
 from relay.transport.retry import Deadline, RetryPolicy
 from relay.transport.session import shared_session
@@ -156,8 +157,9 @@ class Requestor:
         expect: Collection[int],
     ) -> Response:
         merged = {**self.default_headers, **(headers or {})}
-        if auth and self.tokens is not None:
-            merged["Authorization"] = f"Bearer {self.tokens.token()}"
+        token = self.tokens.token() if auth and self.tokens is not None else None
+        if token is not None:
+            merged["Authorization"] = f"Bearer {token}"
         host = origin_of(url).host
         try:
             raw = self.session.request(
@@ -187,7 +189,8 @@ class Requestor:
         content = raw.content
         raw.close()
         if raw.status_code >= 400:
-            raise error_from_response(raw.status_code, content, raw.headers)
+            # Before anyone logs or stores it: a vendor may echo the Authorization header back.
+            raise redact_error(error_from_response(raw.status_code, content, raw.headers), [token or ""])
         # A redirect or an undocumented success is never followed or trusted: the token would go with it.
         raise UnexpectedStatusError(
             f"{method} {host} answered {raw.status_code}; expected {_describe(expect)}", http_status=raw.status_code

@@ -25,6 +25,7 @@ from relay.aws.transfers import Status, Step, TransferRecord, TransferRecords
 from relay.errors import (
     ClaimConflictError,
     InvalidUploadError,
+    MalformedMessageError,
     MissingLocationError,
     NotFoundError,
     ObjectGoneError,
@@ -32,6 +33,7 @@ from relay.errors import (
     Outcome,
     RelayError,
     SupersededError,
+    UnresolvedCreateError,
     UnsafeLocationError,
     VendorConnectionError,
     VendorError,
@@ -200,6 +202,10 @@ class S3ToItwinFlow:
             except Exception as error:  # noqa: BLE001 - the catch-all: never lose an upload to a surprise
                 logger.exception("relaying an upload failed unexpectedly", extra={"upload": upload.identity})
                 retry = error
+        if notification.malformed:
+            # The good records are relayed (and remembered); the message returns, and ends in the DLQ, for these.
+            logger.error("malformed records", extra={"message_id": message_id, "errors": notification.malformed})
+            raise MalformedMessageError("; ".join(notification.malformed))
         if retry is not None:
             raise RetryLaterError(f"{_code(retry)}: {_message(retry)}") from retry
         return results
@@ -266,10 +272,15 @@ class S3ToItwinFlow:
             if adopted is None:
                 raise
             return self._record_created(up, adopted, record)
-        except (MissingLocationError, UnsafeLocationError):
+        except (MissingLocationError, UnsafeLocationError) as error:
             # The metadata exists but its Location is unusable: find it as a lost answer would be, so that
             # concluding deletes it (never by an id read from a hostile Location).
-            attempt.created = self._adopt(up, target)
+            try:
+                attempt.created = self._adopt(up, target)
+            except UnresolvedCreateError as unresolved:
+                self.records.update(up, orphan_suspected=str(unresolved)[:1000])
+            if attempt.created is None:
+                logger.warning("the metadata of an unusable create was not found", extra={"error": str(error)})
             raise
         if not self.records.claim(target.claim_key(created.attachment_id), up):
             # Another upload's adoption took it between our POST and our claim; theirs may now be ours.
@@ -288,16 +299,19 @@ class S3ToItwinFlow:
         """Take the metadata an interrupted create made, without trusting anyone's clock.
 
         The rule: a candidate has this upload's file name and no file yet, and no other upload has claimed
-        it. The claim is a conditional write, so two uploads can never take the same one.
+        it. The claim is a conditional write, so two uploads can never take the same one. A listing that
+        fails part-way still offers what it listed; with nothing to take, the create stays unresolved and
+        comes back, rather than being repeated blind.
         """
-        candidates = sorted(
-            (
-                a
-                for a in self.itwin.list_attachments(target.kind, target.parent_id)
-                if a.get("fileName") == target.file_name and not a.get("size") and isinstance(a.get("id"), str)
-            ),
-            key=lambda a: (str(a.get("createdDateTime")), str(a["id"])),
-        )
+        candidates: list[dict[str, Any]] = []
+        listing_error: RelayError | None = None
+        try:
+            for a in self.itwin.list_attachments(target.kind, target.parent_id):
+                if a.get("fileName") == target.file_name and not a.get("size") and isinstance(a.get("id"), str):
+                    candidates.append(a)
+        except RelayError as error:
+            listing_error = error
+        candidates.sort(key=lambda a: (str(a.get("createdDateTime")), str(a["id"])))
         for candidate in candidates:
             attachment_id = str(candidate["id"])
             if self.records.claim(target.claim_key(attachment_id), up):
@@ -309,13 +323,17 @@ class S3ToItwinFlow:
                 return CreatedAttachment(
                     attachment_id, self.itwin.attachment_url(target.kind, target.parent_id, attachment_id)
                 )
+        if listing_error is not None:
+            raise UnresolvedCreateError(
+                f"a create may have landed, and the listing to find it failed: {listing_error}"
+            ) from listing_error
         return None
 
     # -- outcomes -------------------------------------------------------------------------------
 
     def _attached(self, attempt: _Attempt, created: CreatedAttachment) -> TransferOutcome:
-        self.objects.tag(attempt.upload, Status.ATTACHED, created.attachment_id, None)
         outcome = attempt.outcome(Status.ATTACHED)
+        self._tag(attempt, outcome)
         self.records.update(
             attempt.upload,
             step=Step.DONE,
@@ -348,6 +366,8 @@ class S3ToItwinFlow:
             self._report(attempt, result, error)
             raise NotFinalError(result, error, retry=False)
         result = attempt.outcome(_FINAL_STATUS[outcome], error)
+        if isinstance(error, UnresolvedCreateError):
+            self.records.update(attempt.upload, orphan_suspected=result.message)
         self._tag(attempt, result)
         self.records.update(
             attempt.upload,
@@ -364,15 +384,18 @@ class S3ToItwinFlow:
         return result
 
     def _tag(self, attempt: _Attempt, result: TransferOutcome) -> None:
+        """Tag the object with the outcome; a tag that fails is retried, except where retrying cannot help."""
         try:
-            self.objects.tag(attempt.upload, result.status, None, result.error_code)
+            self.objects.tag(attempt.upload, result.status, result.attachment_id, result.error_code)
         except ObjectGoneError:
             pass
         except ObjectStoreError as error:
-            if attempt.target is not None:
+            if attempt.target is not None and not attempt.final_delivery:
                 raise  # a retry resumes at tagging
-            # Outside issues/ and forms/ the role may not tag (IAM names those prefixes): the record says it.
-            logger.warning("could not tag an object outside the upload prefixes", extra={"error": str(error)})
+            # Outside issues/ and forms/ the role may not tag (IAM names those prefixes), and the last
+            # delivery has no retry left: the record carries the outcome, and says the tag is missing.
+            logger.warning("could not tag the object; the record holds the outcome", extra={"error": str(error)})
+            self.records.update(attempt.upload, tag_error=error.code)
 
     def _discard(self, attempt: _Attempt) -> None:
         """A file that will never arrive must leave no metadata behind."""
