@@ -81,7 +81,13 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
             "AWS::NoValue": "",
         },
     )
-    resolver.parameters = {**resolver.param_defaults(), "ItwinApiUrl": sandbox_url, "ApsApiUrl": sandbox_url}
+    # Locally every vendor, token endpoints included, is the sandbox: the one origin the secrets may name.
+    resolver.parameters = {
+        **resolver.param_defaults(),
+        "ItwinApiUrl": sandbox_url,
+        "ApsApiUrl": sandbox_url,
+        "AllowedTokenHosts": sandbox_url,
+    }
     stack = LocalStack(moto_url, sandbox_url)
     seed_sandbox(sandbox_url)
 

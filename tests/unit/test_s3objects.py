@@ -98,3 +98,52 @@ def test_rfc2047_metadata(raw, expected):
 @given(st.text(max_size=80))
 def test_decode_metadata_never_loses_text(text):
     assert decode_metadata(text) or text == ""
+
+
+class WithoutListBucket:
+    """S3 as a role without ListBucket on the key sees it: a HEAD of a missing key or version answers 403."""
+
+    def __init__(self, client: Any, always: bool = False) -> None:
+        self._client = client
+        self._always = always
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def head_object(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        denied = ClientError(
+            {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+            "HeadObject",
+        )
+        if self._always:
+            raise denied
+        try:
+            return self._client.head_object(**kwargs)
+        except ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                raise denied from None
+            raise
+
+
+def test_a_head_403_for_a_deleted_version_is_the_deleted_case(aws):
+    fields = aws.put("issues/I/gone.jpg", b"x")
+    aws.s3.delete_object(Bucket=aws.bucket, Key="issues/I/gone.jpg", VersionId=fields["versionId"])
+    with pytest.raises(ObjectGoneError):
+        ObjectStore(WithoutListBucket(aws.s3)).head(upload_of(aws, "issues/I/gone.jpg", fields))
+
+
+def test_a_head_403_for_an_existing_version_is_a_retried_store_error(aws):
+    fields = aws.put("issues/I/denied.jpg", b"x")
+    with pytest.raises(ObjectStoreError) as info:
+        ObjectStore(WithoutListBucket(aws.s3, always=True)).head(upload_of(aws, "issues/I/denied.jpg", fields))
+    assert info.value.outcome == "retry"
+
+
+def test_exists_for_unversioned_uploads_compares_the_etag(aws):
+    fields = aws.put("issues/I/u.jpg", b"x")
+    store = ObjectStore(aws.s3)
+    assert store.exists(Upload(aws.bucket, "issues/I/u.jpg", None, fields["eTag"]))
+    assert not store.exists(Upload(aws.bucket, "issues/I/u.jpg", None, "another"))
+    assert not store.exists(Upload(aws.bucket, "issues/I/none.jpg", None, "e"))

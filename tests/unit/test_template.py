@@ -89,3 +89,53 @@ def test_local_resolver_evaluates_conditions():
     actions = R["DeadLetterAlarm"]["Properties"]["AlarmActions"]
     assert no_topic.resolve(actions) == ""
     assert with_topic.resolve(actions) == ["arn:aws:sns:us-east-1:1:t"]
+
+
+def statements(role: str = "S3ToItwinRole") -> list[dict[str, Any]]:
+    return [s for p in R[role]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+def test_list_bucket_is_granted_only_under_the_upload_prefixes():
+    """Without it, S3 answers a HEAD of a deleted version 403 and the deleted case never fires on AWS."""
+    (listing,) = [s for s in statements() if "s3:ListBucket" in s["Action"]]
+    assert set(listing["Action"]) == {"s3:ListBucket", "s3:ListBucketVersions"}
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["issues/*", "forms/*"]
+
+
+def test_the_role_grants_nothing_unused_and_trusts_only_this_account():
+    actions = {a for s in statements() for a in s["Action"]}
+    assert "sqs:ChangeMessageVisibility" not in actions
+    (trust,) = R["S3ToItwinRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_only_the_upload_queue_may_redrive_from_the_dlq():
+    policy = R["UploadDeadLetterQueue"]["Properties"]["RedriveAllowPolicy"]
+    assert policy["redrivePermission"] == "byQueue"
+    assert R["UploadQueue"]["Properties"]["QueueName"]["Fn::Sub"] in policy["sourceQueueArns"][0]["Fn::Sub"]
+
+
+def test_noncurrent_versions_expire_after_a_parameter():
+    (rule,) = R["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionDays"}
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric"),
+    [
+        ("DeadLetterAlarm", "ApproximateNumberOfMessagesVisible"),
+        ("UploadsFailedAlarm", "UploadsFailed"),
+        ("OldestUploadAlarm", "ApproximateAgeOfOldestMessage"),
+    ],
+)
+def test_alarms_watch_the_dlq_failed_uploads_and_a_stuck_queue(alarm, metric):
+    props = R[alarm]["Properties"]
+    assert props["MetricName"] == metric
+    assert props["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def test_the_failed_uploads_alarm_watches_the_metric_the_flow_emits():
+    env = T["Globals"]["Function"]["Environment"]["Variables"]
+    props = R["UploadsFailedAlarm"]["Properties"]
+    assert props["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert props["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]

@@ -165,3 +165,35 @@ def test_stored_tokens_reread_then_explain(secrets):
         SecretId="relay/aps", SecretString=json.dumps({**GOOD, "access_token": "new", "expires_at": 99_999})
     )
     assert tokens.token() == "new"  # expired in cache → forced re-read finds the refreshed one
+
+
+@pytest.mark.parametrize(
+    "token_url",
+    ["http://ims.example/connect/token", "https://evil.example/token", "https://ims.example:8443/connect/token"],
+)
+def test_the_client_secret_goes_only_to_a_trusted_token_origin(secrets, token_url):
+    ep = endpoint([minted(1)])
+    tokens = ClientCredentialsTokens(store_for(secrets, {**GOOD, "token_url": token_url}), ep)
+    with pytest.raises(ConfigurationError, match="RELAY_ALLOWED_TOKEN_HOSTS") as info:
+        tokens.token()
+    assert "token_url" in str(info.value)
+    assert ep.session.sent == []  # type: ignore[attr-defined]
+
+
+def test_a_listed_token_host_is_trusted(secrets):
+    ep = Requestor(
+        "https://ims.example/connect/token",
+        tokens=None,
+        token_hosts=["http://127.0.0.1:8900"],
+        session=FakeSession([minted(1)]),  # type: ignore[arg-type]
+    )
+    store = store_for(secrets, {**GOOD, "token_url": "http://127.0.0.1:8900/connect/token"})
+    assert ClientCredentialsTokens(store, ep).token() == "minted-1"
+
+
+def test_an_endpoint_that_echoes_the_secret_in_its_code_is_redacted(secrets):
+    echo = FakeResponse(400, {"error": "s3cr3t-value", "error_description": "s3cr3t-value"})
+    with pytest.raises(TokenEndpointError) as info:
+        ClientCredentialsTokens(store_for(secrets, GOOD), endpoint([echo])).token()
+    assert "s3cr3t-value" not in str(info.value)
+    assert "s3cr3t-value" not in info.value.code

@@ -57,6 +57,7 @@ TABLE: dict[str, Field] = {
     "itwin_secret_id": Field(c.ITWIN_SECRET_ID_ENV, _text, ""),
     "aps_secret_id": Field(c.APS_SECRET_ID_ENV, _text, ""),
     "allowed_upload_hosts": Field(c.ALLOWED_UPLOAD_HOSTS_ENV, _hosts, ""),
+    "allowed_token_hosts": Field(c.ALLOWED_TOKEN_HOSTS_ENV, _hosts, ""),
     "max_upload_bytes": Field(c.MAX_UPLOAD_BYTES_ENV, _positive(int), str(c.DEFAULT_MAX_UPLOAD_BYTES)),
     "idempotency_table": Field(c.IDEMPOTENCY_TABLE_ENV, _text, ""),
     "transfers_table": Field(c.TRANSFERS_TABLE_ENV, _text, ""),
@@ -81,6 +82,8 @@ class Settings:
     itwin_secret_id: str = ""
     aps_secret_id: str = ""
     allowed_upload_hosts: frozenset[str] = field(default_factory=frozenset)
+    # Origins besides the vendor's documented token endpoint that may receive the client secret.
+    allowed_token_hosts: frozenset[str] = field(default_factory=frozenset)
     max_upload_bytes: int = c.DEFAULT_MAX_UPLOAD_BYTES
     idempotency_table: str = ""
     transfers_table: str = ""

@@ -9,7 +9,14 @@ from dataclasses import replace
 from typing import Any
 
 from relay.auth.secrets import EXPIRY_SKEW, PlatformSecret, SecretStore
-from relay.errors import AuthenticationError, ConfigurationError, TokenEndpointError, VendorError, redact
+from relay.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    TokenEndpointError,
+    UnsafeLocationError,
+    VendorError,
+    redact,
+)
 from relay.observability import tracer
 from relay.transport.requestor import Requestor
 
@@ -47,6 +54,15 @@ class ClientCredentialsTokens:
 
     @tracer.capture_method(capture_response=False)
     def _mint(self, secret: PlatformSecret) -> dict[str, Any]:
+        # The client secret follows the same origin rule as the bearer token: a token_url on an unlisted
+        # (or plain-http) host is the secret's misconfiguration, and nothing is sent there.
+        try:
+            self.endpoint.check_trusted(secret.token_url, "the client secret")
+        except UnsafeLocationError as error:
+            raise ConfigurationError(
+                f"secret {secret.secret_id!r}: field 'token_url' is not allowed ({error.message}); "
+                "list its host in RELAY_ALLOWED_TOKEN_HOSTS"
+            ) from None
         form = {
             "grant_type": "client_credentials",
             "client_id": secret.client_id,

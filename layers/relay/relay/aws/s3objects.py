@@ -76,6 +76,13 @@ def _is_missing(exc: ClientError) -> bool:
     )
 
 
+def _status(exc: BaseException | None) -> int | None:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status else None
+    return None
+
+
 class ObjectStore:
     """Every S3 call goes through `_call`, the one place S3 errors become relay errors."""
 
@@ -94,11 +101,18 @@ class ObjectStore:
             raise ObjectStoreError(f"{what} {where} failed: {type(exc).__name__}") from exc
 
     def head(self, upload: Upload) -> ObjectInfo:
-        head = self._call(
-            "HEAD",
-            upload,
-            lambda: self.client.head_object(Bucket=upload.bucket, Key=upload.key, **_version_args(upload)),
-        )
+        try:
+            head = self._call(
+                "HEAD",
+                upload,
+                lambda: self.client.head_object(Bucket=upload.bucket, Key=upload.key, **_version_args(upload)),
+            )
+        except ObjectStoreError as error:
+            # S3 answers a HEAD of a missing key or version 403 when ListBucket does not cover it: ask the
+            # listing (which the role may do under the upload prefixes) whether the upload still exists.
+            if _status(error.__cause__) == 403 and not self.exists(upload):
+                raise ObjectGoneError(f"s3://{upload.bucket}/{upload.key} no longer exists") from None
+            raise
         metadata = {k.lower(): decode_metadata(v) for k, v in (head.get("Metadata") or {}).items()}
         return ObjectInfo(
             size=int(head["ContentLength"]),
@@ -107,6 +121,22 @@ class ObjectStore:
             content_type=head.get("ContentType") or "application/octet-stream",
             metadata=metadata,
         )
+
+    def exists(self, upload: Upload) -> bool:
+        """Whether the upload's version (or, unversioned, its eTag) is still listed under its key."""
+        answer = self._call(
+            "listing",
+            upload,
+            lambda: self.client.list_object_versions(Bucket=upload.bucket, Prefix=upload.key, MaxKeys=1000),
+        )
+        for version in answer.get("Versions", []):
+            if version.get("Key") != upload.key:
+                continue
+            if upload.version_id is not None and version.get("VersionId") == upload.version_id:
+                return True
+            if upload.version_id is None and version.get("IsLatest"):
+                return upload.etag is None or str(version.get("ETag", "")).strip('"') == upload.etag
+        return False
 
     def open(self, upload: Upload, size: int) -> IO[bytes]:
         """A fresh streaming body for each attempt; nothing is read into memory or onto /tmp."""

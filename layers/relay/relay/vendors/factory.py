@@ -73,7 +73,15 @@ def itwin_requestor(
 ) -> Requestor:
     """The iTwin requestor: client-credentials tokens, the Accept header, and the hosts the token may reach."""
     store = secret_store(settings, "itwin_secret_id", c.DEFAULT_ITWIN_TOKEN_URL, c.DEFAULT_ITWIN_SCOPE, provider)
-    endpoint = requestor(settings, c.DEFAULT_ITWIN_TOKEN_URL, None, session=session, policy=policy, sleep=sleep)
+    endpoint = requestor(
+        settings,
+        c.DEFAULT_ITWIN_TOKEN_URL,
+        None,
+        token_hosts=settings.allowed_token_hosts,
+        session=session,
+        policy=policy,
+        sleep=sleep,
+    )
     return requestor(
         settings,
         settings.itwin_api_url,

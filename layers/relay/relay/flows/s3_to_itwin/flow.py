@@ -309,7 +309,9 @@ class S3ToItwinFlow:
             for a in self.itwin.list_attachments(target.kind, target.parent_id):
                 if a.get("fileName") == target.file_name and not a.get("size") and isinstance(a.get("id"), str):
                     candidates.append(a)
-        except RelayError as error:
+        except (VendorError, UnsafeLocationError) as error:
+            # The listing's own answer failed (an HTML 200, a next link on another host). A token or
+            # configuration error is not the listing's: it propagates as itself.
             listing_error = error
         candidates.sort(key=lambda a: (str(a.get("createdDateTime")), str(a["id"])))
         for candidate in candidates:
