@@ -502,3 +502,237 @@ def test_a_batch_whose_every_record_fails_reports_its_failures_without_raising(h
     }
     result = harness.invoke(event)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m-bad-1"}, {"itemIdentifier": "m-bad-2"}]}
+
+
+# -- what an adversarial probe found (issue: close the holes) ---------------------------------------
+
+
+def sandbox_host(harness: Harness) -> str:
+    return harness.sandbox.split("://", 1)[1]
+
+
+def test_a_parser_differential_location_gets_neither_the_token_nor_the_file(harness: Harness, trap):
+    """`http://127.0.0.1:<trap>\\@<api-host>/…`: urlsplit reads the API host, urllib3 would dial the trap."""
+    issue = harness.new_parent()
+    key = f"issues/{issue}/differential.jpg"
+    harness.put(key, PHOTO)
+    harness.admin("PUT", "config", {"location_base": f"http://127.0.0.1:{trap.port}\\@{sandbox_host(harness)}"})
+    uploads = harness.counts().get("itwin.issues.upload", 0)
+    assert harness.deliver().failed == 0
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "UnsafeLocation"}
+    assert trap.connections == 0
+    assert harness.counts().get("itwin.issues.upload", 0) == uploads
+    assert harness.attachments(issue) == []  # found by listing and deleted, not by an id read from the URL
+
+
+@pytest.mark.parametrize(
+    "location_base",
+    ["http://127.0.0.1:99999", "ftp://{host}", "HTTP://{host}", "//{host}", "http://user:pw@{host}"],
+)
+def test_unusable_locations_fail_visibly_and_leave_no_metadata(harness: Harness, location_base):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/odd-location.jpg"
+    harness.put(key, PHOTO)
+    harness.admin("PUT", "config", {"location_base": location_base.format(host=sandbox_host(harness))})
+    assert harness.deliver().failed == 0
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "UnsafeLocation"}
+    assert harness.record_for(key)["status"] == "failed"
+    assert harness.attachments(issue) == []
+
+
+def test_a_hostile_next_link_during_adoption_gets_no_token(harness: Harness, trap):
+    issue = harness.new_parent()
+    flow = harness.flow(itwin=LosingItwin(harness.itwin_requestor()))
+    for i in range(50):  # a full first page, so the listing has a next link
+        key = f"issues/{issue}/older-{i:02d}.jpg"
+        harness.put(key, b"older %d" % i)
+        harness.flow().handle_message("m", s3_message(harness.bucket, key, harness.etag(key)))
+    harness.admin("PUT", "config", {"next_link_base": f"http://127.0.0.1:{trap.port}"})
+    key = f"issues/{issue}/lost-then-hostile.jpg"
+    harness.put(key, PHOTO)
+    body = s3_message(harness.bucket, key, harness.etag(key))
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
+
+    with pytest.raises(RetryLaterError, match="CreateUnresolved"):  # never POSTed blind, never failed
+        flow.handle_message("m", body)
+    assert trap.connections == 0
+    harness.admin("PUT", "config", {"next_link_base": None})
+    (outcome,) = harness.flow().handle_message("m", body, receive_count=2)
+    assert outcome.status == "attached"
+    assert len([a for a in harness.attachments(issue) if a["fileName"] == "lost-then-hostile.jpg"]) == 1
+
+
+def test_two_versions_of_one_key_never_merge_into_one_attachment(harness: Harness):
+    """v1 dies between POST and PUT; v2's create answer is lost; v1 resumes: two attachments, each its bytes."""
+    issue = harness.new_parent()
+    key = f"issues/{issue}/two-versions.jpg"
+    v1 = harness.put(key, b"version one bytes")
+    body_v1 = s3_message(harness.bucket, key, harness.etag(key), v1)
+    with pytest.raises(SimulatedCrash):
+        harness.flow(timeout_s=1.5, itwin=CrashingItwin(harness.itwin_requestor())).handle_message("m", body_v1)
+    v2 = harness.put(key, b"version two bytes")
+    body_v2 = s3_message(harness.bucket, key, harness.etag(key), v2)
+    (second,) = harness.flow(itwin=LosingItwin(harness.itwin_requestor())).handle_message("m", body_v2)
+    time.sleep(1.6)  # the dead v1 invocation's idempotency lock expires with its timeout
+    (first,) = harness.flow().handle_message("m", body_v1, receive_count=2)
+    assert (first.status, second.status) == ("attached", "attached")
+    assert first.attachment_id != second.attachment_id
+    by_id = {a["id"]: a for a in harness.attachments(issue)}
+    assert by_id[first.attachment_id]["sha256"] == sha256(b"version one bytes")
+    assert by_id[second.attachment_id]["sha256"] == sha256(b"version two bytes")
+    assert harness.tags(key, v1)["relay-attachment-id"] == first.attachment_id
+    assert harness.tags(key, v2)["relay-attachment-id"] == second.attachment_id
+
+
+def test_a_vendor_that_echoes_the_authorization_header_leaks_nothing(harness: Harness, logs):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/echo.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.issues.create", fail_next=[{"status": 403, "code": "Forbidden", "echo_authorization": True}])
+    assert harness.deliver().failed == 0
+    record = harness.record_for(key)
+    assert record["status"] == "failed"
+    assert "[redacted]" in record["error_message"]
+    ddb = harness.stack.client("dynamodb")
+    idempotency = ddb.scan(TableName=harness.stack.resources["IdempotencyTable"])["Items"]
+    for text in (
+        logs.getvalue(),
+        json.dumps(harness.records()),
+        json.dumps(idempotency),
+        json.dumps(harness.tags(key)),
+    ):
+        assert "sbx-itwin-" not in text
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "answer"),
+    [
+        ("itwin.issues.upload", {"status": 307, "headers": {"Location": "http://127.0.0.1:{trap}/stolen"}}),
+        ("itwin.issues.create", {"status": 302, "headers": {"Location": "http://127.0.0.1:{trap}/stolen"}}),
+        ("itwin.issues.create", {"status": 200, "headers": {"Location": "{sandbox}/issues/x/attachments/y"}}),
+    ],
+)
+def test_a_redirect_or_an_undocumented_status_is_never_success(harness: Harness, trap, endpoint, answer):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/redirected.jpg"
+    harness.put(key, PHOTO)
+    headers = {k: v.format(trap=trap.port, sandbox=harness.sandbox) for k, v in answer["headers"].items()}
+    harness.fault(endpoint, fail_next=[{**answer, "headers": headers, "body": ""}])
+    assert harness.deliver().failed == 0
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "UnexpectedStatus"}
+    assert trap.connections == 0
+    assert harness.attachments(issue) == []  # a PUT that "succeeded" by redirect left no orphan behind
+
+
+def test_a_create_without_location_fails_visibly(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/no-location.jpg"
+    harness.put(key, PHOTO)
+    harness.fault("itwin.issues.create", fail_next=[{"status": 201, "headers": {}, "body": ""}])
+    assert harness.deliver().failed == 0
+    assert harness.tags(key) == {"relay-status": "failed", "relay-error": "MissingLocation"}
+    assert harness.attachments(issue) == []
+
+
+def test_a_lost_create_then_an_html_listing_is_retried_not_failed(harness: Harness):
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
+
+    issue = harness.new_parent()
+    key = f"issues/{issue}/html-listing.jpg"
+    harness.put(key, PHOTO)
+    body = s3_message(harness.bucket, key, harness.etag(key))
+    html = {"status": 200, "headers": {"Content-Type": "text/html"}, "body": "<html>maintenance</html>"}
+    harness.fault("itwin.issues.list", fail_next=[html])
+    with pytest.raises(RetryLaterError, match="CreateUnresolved"):
+        harness.flow(itwin=LosingItwin(harness.itwin_requestor())).handle_message("m", body)
+    (outcome,) = harness.flow().handle_message("m", body, receive_count=2)
+    assert outcome.status == "attached"
+    (att,) = harness.attachments(issue)
+    assert att["sha256"] == sha256(PHOTO)
+
+
+class WithoutListBucket:
+    """S3 as a role without ListBucket on a key sees it: a HEAD of a missing key or version answers 403."""
+
+    def __init__(self, client, always: bool = False) -> None:
+        self._client = client
+        self._always = always
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def head_object(self, **kwargs):
+        from botocore.exceptions import ClientError
+
+        denied = ClientError(
+            {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+            "HeadObject",
+        )
+        if self._always:
+            raise denied
+        try:
+            return self._client.head_object(**kwargs)
+        except ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                raise denied from None
+            raise
+
+
+def test_a_head_403_for_a_deleted_version_is_skipped_not_lost(harness: Harness):
+    issue = harness.new_parent()
+    key = f"issues/{issue}/deleted-403.jpg"
+    version = harness.put(key, PHOTO)
+    body = s3_message(harness.bucket, key, harness.etag(key), version)
+    harness.s3.delete_object(Bucket=harness.bucket, Key=key, VersionId=version)
+    (outcome,) = harness.flow(objects=ObjectStore(WithoutListBucket(harness.s3))).handle_message("m", body)
+    assert (outcome.status, outcome.error_code) == ("skipped", "ObjectDeleted")
+    assert harness.record_for(key)["status"] == "skipped"
+
+
+def test_a_head_403_for_an_existing_version_ends_visibly_failed(harness: Harness):
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
+
+    issue = harness.new_parent()
+    key = f"issues/{issue}/denied-403.jpg"
+    version = harness.put(key, PHOTO)
+    body = s3_message(harness.bucket, key, harness.etag(key), version)
+    flow = harness.flow(objects=ObjectStore(WithoutListBucket(harness.s3, always=True)))
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body, receive_count=5)
+    record = harness.record_for(key)
+    assert (record["status"], record["error_code"]) == ("failed", "S3Error")
+    assert harness.tags(key, version) == {"relay-status": "failed", "relay-error": "S3Error"}
+
+
+def test_a_version_under_a_delete_marker_is_still_attached(harness: Harness):
+    """The version the notification names still exists; a later delete of the key does not undo an upload."""
+    issue = harness.new_parent()
+    key = f"issues/{issue}/marked.jpg"
+    version = harness.put(key, PHOTO)
+    body = s3_message(harness.bucket, key, harness.etag(key), version)
+    harness.s3.delete_object(Bucket=harness.bucket, Key=key)  # a delete marker, the version stays
+    (outcome,) = harness.flow().handle_message("m", body)
+    assert outcome.status == "attached"
+    assert harness.tags(key, version)["relay-status"] == "attached"
+
+
+def test_a_token_url_on_an_unlisted_host_never_receives_the_client_secret(harness: Harness, trap):
+    from relay.flows.s3_to_itwin.flow import RetryLaterError
+
+    secrets = harness.stack.client("secretsmanager")
+    secret_id = harness.stack.resources["ItwinSecret"]
+    stored = secrets.get_secret_value(SecretId=secret_id)["SecretString"]
+    value = json.loads(stored)
+    secrets.put_secret_value(
+        SecretId=secret_id, SecretString=json.dumps({**value, "token_url": f"http://127.0.0.1:{trap.port}/token"})
+    )
+    try:
+        issue = harness.new_parent()
+        key = f"issues/{issue}/secret-elsewhere.jpg"
+        harness.put(key, PHOTO)
+        with pytest.raises(RetryLaterError, match="ConfigurationError"):
+            harness.flow().handle_message("m", s3_message(harness.bucket, key, harness.etag(key)), receive_count=5)
+        assert trap.connections == 0
+        assert harness.tags(key) == {"relay-status": "failed", "relay-error": "ConfigurationError"}
+    finally:
+        secrets.put_secret_value(SecretId=secret_id, SecretString=stored)

@@ -13,10 +13,9 @@ def shared_session() -> requests.Session:
     global _session
     if _session is None:
         session = requests.Session()
-        # Retries are RetryPolicy's; redirects are never followed (the token must not travel with them).
+        # Retries are RetryPolicy's; redirects are never followed (every request says allow_redirects=False).
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        session.max_redirects = 0
         _session = session
     return _session
