@@ -79,10 +79,10 @@ class Harness:
 
     def deployed_relay(self) -> Any:
         """The relay object inside the function's module, as a warm container holds it."""
-        from devstack.invoke import _modules, load_handler
+        from devstack.invoke import load_handler, loaded_module
 
         load_handler(self.stack, FUNCTION)
-        return _modules[FUNCTION].relay
+        return loaded_module(FUNCTION).relay
 
     def invoke(self, event: Any, context: Any = None) -> Any:
         return invoke(self.stack, FUNCTION, event, context)
