@@ -151,9 +151,7 @@ def loaded_module(function: str) -> ModuleType:
     try:
         return _modules[function]
     except KeyError:
-        raise UnknownFunctionError(
-            f"{function} is not loaded in this process yet; call load_handler() or invoke() first"
-        ) from None
+        raise LookupError(f"{function} is not loaded in this process: load_handler() or invoke() it first") from None
 
 
 @contextlib.contextmanager
