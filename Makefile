@@ -1,5 +1,6 @@
 # The two commands: `make demo` runs the main job on the local stack, `make test` runs every check.
 # Both install what they need from nothing (Python 3.11+, pip and git are assumed).
+# `make help` lists every target: the "## target: what it does" line above each rule is its entry.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,8 +9,13 @@ PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 export SAM_CLI_TELEMETRY := 0
 export PYTHONPATH := $(CURDIR)/layers/relay:$(CURDIR)
+SANDBOX_PORT ?= 8900
 
-.PHONY: demo test lint typecheck validate build unit sandbox-tier integration bench sandbox stack-up stack-down stack-status clean
+.PHONY: help demo test lint typecheck validate build unit sandbox-tier integration bench sandbox stack-up stack-down stack-status clean
+
+## help: list the targets, one line each
+help:
+	@sed -n 's/^## \([a-z-]*\): \(.*\)/\1|\2/p' $(firstword $(MAKEFILE_LIST)) | awk -F'|' '{ printf "  make %-13s %s\n", $$1, $$2 }'
 
 $(VENV)/.installed: requirements/dev.txt layers/relay/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,22 +27,28 @@ $(SAM_VENV)/.installed: requirements/sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/sam.txt
 	touch $@
 
+## demo: run the S3 → iTwin flow end to end on a fresh local stack and check every outcome
 demo: $(VENV)/.installed
 	$(PY) -m devstack.demo
 
+## test: every check: lint, typecheck, validate, build, unit (with coverage), sandbox tier, integration
 test: lint typecheck validate build unit sandbox-tier integration
 
+## lint: ruff check and ruff format --check
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## typecheck: mypy (strict)
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+## validate: sam validate --lint
 validate: $(SAM_VENV)/.installed
 	$(SAM) validate --lint
 
 # The layer's Makefile runs pip with --platform; any pip will do, so use the project's.
+## build: sam build (the layer for python3.13/arm64, with pip --platform)
 build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PIP="$(CURDIR)/$(VENV)/bin/python -m pip" $(SAM) build
 
@@ -44,34 +56,43 @@ build: $(SAM_VENV)/.installed $(VENV)/.installed
 # The unit tier alone must cover the flow and its AWS adapters: the figure is printed, and under 90% fails.
 COVERAGE := --cov=relay.flows.s3_to_itwin --cov=relay.aws --cov-report=term --cov-fail-under=90
 
+## unit: unit tests (no network), printing the flow's and adapters' coverage
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(COVERAGE); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no unit tests were collected"; exit 1; fi; exit $$rc
 
-# The sandbox checked against itself (fault shapes, webhook signing, its command line): no relay code.
+## sandbox-tier: the sandbox checked against itself (fault shapes, webhook signing, its command line)
 sandbox-tier: $(VENV)/.installed
 	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no sandbox tests were collected"; exit 1; fi; exit $$rc
 
+## integration: integration tests against moto server and the sandbox (about 5 minutes)
 integration: $(VENV)/.installed
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no integration tests were collected"; exit 1; fi; exit $$rc
 
+## bench: memory and throughput measurements (bench/)
 bench: $(VENV)/.installed
 	$(PY) bench/sandbox_put_memory.py
 	$(PY) bench/relay_throughput.py
 
+# devstack checks first that the local stack's own sandbox (or anything else) is not on the port.
+## sandbox: run the platform sandbox alone, on port 8900 (SANDBOX_PORT=8901 moves it)
 sandbox: $(VENV)/.installed
-	$(PY) -m sandbox --port 8900 --verbose
+	$(PY) -m devstack sandbox --port $(SANDBOX_PORT) --verbose
 
+## stack-up: start the local stack: moto on 5055, sandbox on 8900 (RELAY_LOCAL_MOTO_PORT=, RELAY_LOCAL_SANDBOX_PORT=)
 stack-up: $(VENV)/.installed
 	$(PY) -m devstack up
 
+## stack-down: stop the local stack
 stack-down: $(VENV)/.installed
 	$(PY) -m devstack down
 
+## stack-status: show what the local stack runs and holds
 stack-status: $(VENV)/.installed
 	$(PY) -m devstack status
 
+## clean: remove build output, caches and .local (the stack's state and logs: stop it first)
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

@@ -8,15 +8,25 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from email.header import Header
+from pathlib import Path
+from typing import TextIO
 
-import requests
-from moto.server import ThreadedMotoServer
+try:  # the packages the demo itself needs; the function's own are checked when it is imported
+    import requests
+    from moto.server import ThreadedMotoServer
+except ModuleNotFoundError as missing:
+    sys.exit(
+        f"the demo needs the project's packages ({missing}). Run it with `make demo`, or with the project's "
+        "venv from the repository root: .venv/bin/python -m devstack.demo"
+    )
 
-from devstack.invoke import pump
-from devstack.stack import LocalStack, provision
+from devstack.invoke import PumpReport, open_log, pump
+from devstack.stack import LOG_DIR, LocalStack, provision, shown
 from sandbox import Sandbox
 
 FUNCTION = "S3ToItwinFunction"
+LOG_FILE = LOG_DIR / "demo.log"
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ def samples() -> list[Sample]:
     ]
 
 
-def run(stack: LocalStack) -> int:
+def run(stack: LocalStack, log: TextIO) -> int:
     s3 = stack.client("s3")
     bucket = stack.resources["UploadBucket"]
     items = samples()
@@ -50,8 +60,9 @@ def run(stack: LocalStack) -> int:
         metadata = {"caption": _rfc2047(sample.caption)} if sample.caption else {}
         s3.put_object(Bucket=bucket, Key=sample.key, Body=sample.data, Metadata=metadata)
     print("delivering the S3 notifications through the queue to", FUNCTION)
-    report = pump(stack, FUNCTION)
-    print(f"{report.invocations} invocation(s), {report.delivered} message(s) delivered, {report.failed} returned\n")
+    report = pump(stack, FUNCTION, log=log)
+    print(f"{report.invocations} invocation(s): {report.delivered} message(s) delivered, {report.failed} returned")
+    print(f"  = {_messages_explained(report, len(items))}\n")
     state = requests.get(f"{stack.sandbox_url}/__sandbox/inspect", timeout=10).json()["itwin"]
     header = f"{'key':52} {'target':22} {'attachment id':14} {'bytes':>9} {'sha256':7} status"
     print(header)
@@ -68,45 +79,62 @@ def run(stack: LocalStack) -> int:
         ok = status == sample.expected_status and error == sample.expected_error
         ok = ok and (digest_ok if sample.expected_status == "attached" else found is None)
         problems += not ok
-        shown = f"{status}" + (f" ({error})" if error else "")
+        outcome = f"{status}" + (f" ({error})" if error else "")
         print(
             f"{sample.key[:52]:52} {kind + '/' + parent:22} {(attachment_id or '-')[:12]:14} "
-            f"{len(sample.data):>9} {('match' if digest_ok else '-'):7} {shown}{'' if ok else '   <-- UNEXPECTED'}"
+            f"{len(sample.data):>9} {('match' if digest_ok else '-'):7} {outcome}{'' if ok else '   <-- UNEXPECTED'}"
         )
-    orphans = [a for atts in state["issues"].values() for a in atts if a["size"] is None]
-    print(f"\norphan metadata records in the sandbox: {len(orphans)}")
+    orphans = [a for kind in ("issues", "forms") for atts in state[kind].values() for a in atts if a["size"] is None]
+    print(f"\norphan metadata records in the sandbox (issues and forms): {len(orphans)}")
     problems += len(orphans)
+    if report.crashes:
+        print(f"{len(report.crashes)} invocation(s) crashed: see above")
+    problems += len(report.crashes)
+    print(f"function logs: {shown(Path(log.name))}")
     print("demo OK" if problems == 0 else f"demo FAILED: {problems} unexpected result(s)")
     return 0 if problems == 0 else 1
 
 
-def _rfc2047(text: str) -> str:
-    from email.header import Header
+def _messages_explained(report: PumpReport, uploads: int) -> str:
+    """Why there can be more messages than uploads."""
+    parts = [f"{uploads} upload notifications"]
+    if report.test_events:
+        parts.append(f"{report.test_events} s3:TestEvent")
+    others = report.delivered - report.test_events - uploads
+    if others > 0:
+        parts.append(f"{others} message(s) queued before the demo")
+    why = "\n    (S3 sends s3:TestEvent when the bucket's notifications are set up; the relay skips it)"
+    return " + ".join(parts) + (why if report.test_events else "")
 
+
+def _rfc2047(text: str) -> str:
     return Header(text, "utf-8").encode()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
     parser.add_argument("--running", action="store_true", help="use the stack started by `make stack-up`")
+    parser.add_argument(
+        "--log-file", type=Path, default=LOG_FILE, help=f"where the function's logs go (default {shown(LOG_FILE)})"
+    )
     args = parser.parse_args(argv)
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # keep the table readable
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    if args.running:
-        return run(LocalStack.read())
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    sandbox = Sandbox().start()
-    try:
-        host, port = moto.get_host_and_port()
-        print(f"local stack: moto server http://{host}:{port}, platform sandbox {sandbox.url}")
-        stack = provision(f"http://{host}:{port}", sandbox.url)
-        return run(stack)
-    finally:
-        sandbox.stop()
-        moto.stop()
+    # The function logs at the template's level, into the file, as Lambda logs into CloudWatch.
+    with open_log(args.log_file, truncate=True) as log:
+        if args.running:
+            return run(LocalStack.read(), log)
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        sandbox = Sandbox().start()
+        try:
+            host, port = moto.get_host_and_port()
+            print(f"local stack: moto server http://{host}:{port}, platform sandbox {sandbox.url}")
+            stack = provision(f"http://{host}:{port}", sandbox.url)
+            return run(stack, log)
+        finally:
+            sandbox.stop()
+            moto.stop()
 
 
 if __name__ == "__main__":

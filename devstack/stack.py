@@ -15,7 +15,8 @@ from devstack.template import ROOT, Resolver, load
 STACK_NAME = "attachment-relay"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
-STATE_FILE = ROOT / ".local" / "stack.json"
+LOG_DIR = ROOT / ".local"  # the stack's state, its processes' logs and the functions' logs
+STATE_FILE = LOG_DIR / "stack.json"
 
 # Sandbox credentials the local secrets hold. They are only valid against the local sandbox.
 ITWIN_CLIENT = ("relay-local-itwin", "local-itwin-client-secret")
@@ -65,6 +66,14 @@ class LocalStack:
         if not path.exists():
             raise SystemExit("the local stack is not running: start it with `make stack-up`")
         return cls(**json.loads(path.read_text()))
+
+
+def shown(path: Path) -> str:
+    """A path as the user can paste it: relative to the current directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> LocalStack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,18 @@ def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any
 _CfnLoader.add_multi_constructor("!", _tag)
 
 
+_parsed: dict[Path, tuple[int, dict[str, Any]]] = {}
+
+
 def load(path: Path = TEMPLATE) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-    return data
+    """The template as data (a fresh copy each call; parsed again only when the file changes)."""
+    mtime = path.stat().st_mtime_ns
+    cached = _parsed.get(path)
+    if cached is None or cached[0] != mtime:
+        with open(path, encoding="utf-8") as handle:
+            data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        cached = _parsed[path] = (mtime, data)
+    return copy.deepcopy(cached[1])  # invoke reads it on every call; YAML parsing is the slow part
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
 
 import pytest
 
+from devstack.notifications import localize_event
 from relay.aws.s3events import parse_message
 from tests.conftest import EVENTS, load_event
 from tests.integration.conftest import Harness, s3_message, sha256
@@ -20,15 +22,25 @@ OBJECTS = {"s3-put-issue-photo.json": "photo.jpg", "s3-put-form-report.json": "r
 def test_every_sample_event_runs_against_the_local_stack(harness: Harness, name: str):
     event = load_event(name)
     uploads = parse_message(event["Records"][0]["body"]).uploads
+    versions = {}
     for upload in uploads:
+        assert upload.version_id, "samples carry a versionId, as AWS sends for the versioned bucket"
         data = (EVENTS / "objects" / OBJECTS[name]).read_bytes()
-        harness.s3.put_object(Bucket=upload.bucket, Key=upload.key, Body=data)
+        assert upload.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()  # the sample names its object
+        put = harness.s3.put_object(Bucket=upload.bucket, Key=upload.key, Body=data)
+        versions[upload.key] = put["VersionId"]
     harness.empty_queue("UploadQueue")
+    # The sample's AWS versionId cannot exist locally: the devstack invoke command swaps in the uploaded one.
+    event, notes = localize_event(harness.s3, event)
+    assert len(notes) == len(uploads)
+    localized = parse_message(event["Records"][0]["body"]).uploads
+    assert {u.key: u.version_id for u in localized} == versions
     result = harness.invoke(event)
     assert result == {"batchItemFailures": []}
-    for upload in uploads:
-        tags = harness.tags(upload.key)
+    for upload in localized:
+        tags = harness.tags(upload.key, upload.version_id)
         assert tags["relay-status"] == "attached", tags
+        assert harness.record_for(upload.key)["upload"] == upload.identity  # the versionId identity, as on AWS
         kind, parent, file_name = upload.key.split("/")
         atts = [a for a in harness.attachments(parent, kind) if a["fileName"] == file_name]
         assert atts[-1]["sha256"] == sha256((EVENTS / "objects" / OBJECTS[name]).read_bytes())
