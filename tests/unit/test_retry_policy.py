@@ -68,6 +68,9 @@ class Tokens:
     def invalidate(self):
         self.invalidated += 1
 
+    def use_deadline(self, deadline):
+        self.deadline = deadline
+
 
 def requestor(script, *, remaining_ms=None, max_attempts=5, tokens=None):
     sleeps: list[float] = []
@@ -174,3 +177,27 @@ def test_a_create_accepts_only_201(status):
     assert info.value.http_status == status
     assert len(r.session.sent) == 1  # type: ignore[attr-defined]
     assert r.session.sent[0][2]["allow_redirects"] is False  # type: ignore[attr-defined]
+
+
+def test_a_request_requests_refuses_never_quotes_the_token():
+    import requests
+
+    class BadToken(Tokens):
+        def token(self):
+            return "tok-SECRET\n"
+
+    r, _ = requestor([requests.exceptions.InvalidHeader("Invalid header value b'Bearer tok-SECRET\\n'")])
+    r.tokens = BadToken()
+    with pytest.raises(e.VendorError) as info:
+        r.request("GET", "/x")
+    assert info.value.code == "RequestError"
+    assert "tok-SECRET" not in str(info.value)
+    assert info.value.__cause__ is None
+
+
+def test_the_token_source_gets_the_invocation_deadline():
+    tokens = Tokens()
+    r, _ = requestor([], tokens=tokens)
+    deadline = Deadline(lambda: 3000)
+    r.use_deadline(deadline)
+    assert tokens.deadline is deadline

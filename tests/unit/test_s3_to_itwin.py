@@ -18,6 +18,7 @@ from relay.flows.s3_to_itwin import S3ToItwinFlow, TransferOutcome
 from relay.flows.s3_to_itwin.flow import RetryLaterError
 from relay.flows.s3_to_itwin.targets import parse_target
 from relay.settings import Settings
+from relay.transport.requestor import Requestor
 from relay.transport.retry import Deadline
 from relay.vendors.itwin import CreatedAttachment, ITwinClient, Kind
 
@@ -29,20 +30,19 @@ class FakeItwin(ITwinClient):
     """iTwin as the flow sees it: attachments in memory, and faults scripted per operation."""
 
     def __init__(self) -> None:
+        super().__init__(Requestor(BASE, tokens=None))  # the real client's URLs; no request is ever sent
         self.attachments: dict[str, dict[str, Any]] = {}
         self.faults: dict[str, list[Any]] = {"create": [], "upload": [], "list": [], "delete": []}
         self.calls: Counter[str] = Counter()
         self.deadline: Deadline | None = None
         self.created_at = "2026-12-02T10:00:00.0000000Z"
+        self.put_to: list[str] = []
 
     def _fault(self, op: str) -> Any:
         return self.faults[op].pop(0) if self.faults[op] else None
 
     def use_deadline(self, deadline: Deadline) -> None:
         self.deadline = deadline
-
-    def attachment_url(self, kind: Kind, parent_id: str, attachment_id: str) -> str:
-        return f"{BASE}/{kind}/{quote(parent_id, safe='')}/attachments/{quote(attachment_id, safe='')}"
 
     def add(self, kind: Kind, parent_id: str, file_name: str, **fields: Any) -> str:
         attachment_id = f"att-{len(self.attachments) + 1}"
@@ -69,6 +69,8 @@ class FakeItwin(ITwinClient):
             raise e.VendorConnectionError("answer lost", code="Timeout")
         if isinstance(fault, tuple):  # ("landed", error): the metadata exists, the answer is unusable
             raise fault[1]
+        if fault == "elsewhere":  # a Location on another allowed host, which does not name the id
+            return CreatedAttachment(None, f"https://files.bentley.com/blob/{attachment_id}")
         return CreatedAttachment(attachment_id, self.attachment_url(kind, parent_id, attachment_id))
 
     def upload(self, location: str, body: Any, size: int, content_type: str = "application/octet-stream") -> None:
@@ -77,6 +79,7 @@ class FakeItwin(ITwinClient):
         if isinstance(fault, BaseException):
             raise fault
         attachment_id = unquote(location.rsplit("/", 1)[-1])
+        self.put_to.append(location)
         stream = body()
         self.attachments[attachment_id]["data"] = stream.read()
         stream.close()
@@ -507,22 +510,117 @@ def test_a_concurrent_duplicate_is_told_to_come_back(aws, lambda_context):
     first = threading.Thread(target=lambda: results.append(relay(flow, aws, "issues/I/dup.jpg", fields)))
     first.start()
     assert started.wait(10)
-    with pytest.raises(RetryLaterError, match=r"IdempotencyAlreadyInProgress|InternalError"):
+    with pytest.raises(RetryLaterError) as info:
         relay(flow, aws, "issues/I/dup.jpg", fields)
+    assert type(info.value.__cause__).__name__ == "IdempotencyAlreadyInProgressError"
     release.set()
     first.join(10)
     assert results[0].status == "attached"
     assert len(slow.of("I")) == 1
 
 
-def test_handle_record_reads_the_sample_event_and_its_receive_count(aws, flow, lambda_context):
+def test_handle_record_reads_the_sample_event_and_its_receive_count(aws, itwin, flow, lambda_context):
+    """The sample event, delivered for the third time (the last): a retryable failure ends visibly failed."""
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-    from tests.conftest import load_event
+    from tests.conftest import EVENTS, load_event
 
     raw = load_event("s3-put-issue-photo.json")["Records"][0]
-    raw = {**raw, "attributes": {**raw.get("attributes", {}), "ApproximateReceiveCount": "3"}}
     body = json.loads(raw["body"])
-    body["Records"][0]["s3"]["bucket"]["name"] = aws.bucket
-    (outcome,) = flow.handle_record(SQSRecord({**raw, "body": json.dumps(body)}), lambda_context)
-    assert (outcome.status, outcome.error_code) == ("skipped", "ObjectDeleted")  # the sample's object is not here
+    s3 = body["Records"][0]["s3"]
+    key = unquote(s3["object"]["key"].replace("+", " "))
+    fields = aws.put(key, (EVENTS / "objects" / "photo.jpg").read_bytes())
+    s3["bucket"]["name"] = aws.bucket
+    s3["object"].update(fields)
+    raw = {**raw, "body": json.dumps(body), "attributes": {**raw.get("attributes", {}), "ApproximateReceiveCount": "3"}}
+    itwin.faults["create"] = [e.ServerError("down", http_status=503)]
+    with pytest.raises(RetryLaterError):
+        flow.handle_record(SQSRecord(raw), lambda_context)
+    assert aws.tags(key) == {"relay-status": "failed", "relay-error": "ServerError"}
+
+
+# -- a delivered file is never deleted --------------------------------------------------------------
+
+
+class FlakyTags(ObjectStore):
+    """S3 that refuses to tag `times` times (SlowDown), or reports the object gone when tagging."""
+
+    def __init__(self, client: Any, error: Exception, times: int = 1) -> None:
+        super().__init__(client)
+        self.error, self.times = error, times
+
+    def tag(self, *args: Any, **kwargs: Any) -> None:
+        if self.times:
+            self.times -= 1
+            raise self.error
+        super().tag(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "error", [e.ObjectStoreError("tagging failed: SlowDown"), e.ObjectGoneError("s3://uploads/x no longer exists")]
+)
+def test_a_tag_failure_after_the_put_on_the_last_delivery_keeps_the_attachment(aws, itwin, lambda_context, error):
+    flow = make_flow(aws, itwin, objects=FlakyTags(aws.s3, error))
+    flow.start_invocation(lambda_context)
+    fields = aws.put("issues/I/kept.jpg", PHOTO)
+    outcome = relay(flow, aws, "issues/I/kept.jpg", fields, receive=3)
+    (att,) = itwin.of("I")
+    assert (outcome.status, outcome.attachment_id) == ("attached", att["id"])
+    assert att["data"] == PHOTO
+    assert itwin.calls["delete"] == 0
+    assert aws.record(identity(aws, "issues/I/kept.jpg", fields))["status"] == "attached"
+
+
+def test_a_tag_failure_after_the_put_is_retried_and_only_tags_next_time(aws, itwin, lambda_context):
+    flow = make_flow(aws, itwin, objects=FlakyTags(aws.s3, e.ObjectStoreError("tagging failed: SlowDown")))
+    flow.start_invocation(lambda_context)
+    fields = aws.put("issues/I/later-tag.jpg", PHOTO)
+    with pytest.raises(RetryLaterError):
+        relay(flow, aws, "issues/I/later-tag.jpg", fields)
+    calls = dict(itwin.calls)
+    assert relay(flow, aws, "issues/I/later-tag.jpg", fields, receive=2).status == "attached"
+    assert dict(itwin.calls) == calls  # no second POST, no second PUT, no delete: only the tag
+    (att,) = itwin.of("I")
+    assert aws.tags("issues/I/later-tag.jpg") == {"relay-status": "attached", "relay-attachment-id": att["id"]}
+
+
+def test_a_location_that_names_no_id_is_resolved_by_listing(aws, itwin, flow):
+    fields = aws.put("issues/I/elsewhere.jpg", PHOTO)
+    itwin.faults["create"] = ["elsewhere"]
+    outcome = relay(flow, aws, "issues/I/elsewhere.jpg", fields)
+    (att,) = itwin.of("I")
+    assert (outcome.status, outcome.attachment_id) == ("attached", att["id"])
+    assert itwin.put_to == [f"https://files.bentley.com/blob/{att['id']}"]  # the PUT still goes to the Location
+
+
+def test_a_lost_create_never_found_is_named_in_the_record_on_the_last_delivery(aws, itwin, flow):
+    fields = aws.put("issues/I/ghost.jpg", PHOTO)
+    itwin.faults["create"] = [e.VendorConnectionError("answer lost", code="Timeout")]  # lost, and never landed
+    with pytest.raises(RetryLaterError):
+        relay(flow, aws, "issues/I/ghost.jpg", fields, receive=3)
+    record = aws.record(identity(aws, "issues/I/ghost.jpg", fields))
+    assert record["status"] == "failed"
+    assert "ghost.jpg" in record["orphan_suspected"]
+
+
+class FlakyRecords(TransferRecords):
+    """A transfers table that throttles the one write that marks a transfer done."""
+
+    def update(self, upload: Any, *, remove: tuple[str, ...] = (), **fields: Any) -> None:
+        if fields.get("step") == "done" and not getattr(self, "failed_once", False):
+            self.failed_once = True
+            raise e.RecordStoreError("transfers table: update_item failed: ProvisionedThroughputExceeded")
+        super().update(upload, remove=remove, **fields)
+
+
+def test_a_record_write_failure_after_the_put_on_the_last_delivery_keeps_the_attachment(aws, itwin, lambda_context):
+    records = FlakyRecords(aws.tables["TransfersTable"], aws.dynamodb)
+    flow = make_flow(aws, itwin, records=records)
+    flow.start_invocation(lambda_context)
+    fields = aws.put("issues/I/kept-2.jpg", PHOTO)
+    outcome = relay(flow, aws, "issues/I/kept-2.jpg", fields, receive=3)
+    (att,) = itwin.of("I")
+    assert (outcome.status, outcome.attachment_id) == ("attached", att["id"])
+    assert itwin.calls["delete"] == 0
+    assert aws.tags("issues/I/kept-2.jpg")["relay-status"] == "attached"
+    assert aws.record(identity(aws, "issues/I/kept-2.jpg", fields))["step"] == "done"

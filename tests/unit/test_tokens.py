@@ -180,15 +180,30 @@ def test_the_client_secret_goes_only_to_a_trusted_token_origin(secrets, token_ur
     assert ep.session.sent == []  # type: ignore[attr-defined]
 
 
-def test_a_listed_token_host_is_trusted(secrets):
+@pytest.mark.parametrize(
+    ("listed", "token_url", "local"),
+    [
+        ("login.example:8443", "https://login.example:8443/token", False),
+        ("http://127.0.0.1:8900", "http://127.0.0.1:8900/connect/token", True),  # the local stack's sandbox
+    ],
+)
+def test_a_listed_token_host_is_trusted(secrets, listed, token_url, local):
     ep = Requestor(
         "https://ims.example/connect/token",
         tokens=None,
-        token_hosts=["http://127.0.0.1:8900"],
+        token_hosts=[listed],
         session=FakeSession([minted(1)]),  # type: ignore[arg-type]
+        local=local,
     )
-    store = store_for(secrets, {**GOOD, "token_url": "http://127.0.0.1:8900/connect/token"})
+    store = store_for(secrets, {**GOOD, "token_url": token_url})
     assert ClientCredentialsTokens(store, ep).token() == "minted-1"
+
+
+def test_a_plain_http_token_host_is_refused_on_aws():
+    from relay.errors import UnsafeLocationError
+
+    with pytest.raises(UnsafeLocationError, match="beside the https API base"):
+        Requestor("https://ims.example/connect/token", tokens=None, token_hosts=["http://login.example"])
 
 
 def test_an_endpoint_that_echoes_the_secret_in_its_code_is_redacted(secrets):
@@ -197,3 +212,35 @@ def test_an_endpoint_that_echoes_the_secret_in_its_code_is_redacted(secrets):
         ClientCredentialsTokens(store_for(secrets, GOOD), endpoint([echo])).token()
     assert "s3cr3t-value" not in str(info.value)
     assert "s3cr3t-value" not in info.value.code
+
+
+def test_minting_retries_never_outlive_the_invocation(secrets):
+    from relay.transport.retry import Deadline
+
+    sleeps: list[float] = []
+    ep = endpoint([FakeResponse(503)] * 5, sleeps)
+    tokens = ClientCredentialsTokens(store_for(secrets, GOOD), ep)
+    tokens.use_deadline(Deadline(lambda: 3000))  # 3 s left, less than the 5 s margin
+    with pytest.raises(TokenEndpointError):
+        tokens.token()
+    assert sleeps == []
+    assert len(ep.session.sent) == 1  # type: ignore[attr-defined]
+
+
+def test_token_errors_name_the_origin_the_post_went_to(secrets):
+    ep = Requestor(
+        "https://ims.example/connect/token",
+        tokens=None,
+        token_hosts=["login.local.example"],
+        session=FakeSession([FakeResponse(400, {"error": "invalid_client"})]),  # type: ignore[arg-type]
+    )
+    store = store_for(secrets, {**GOOD, "token_url": "https://login.local.example/token"})
+    with pytest.raises(TokenEndpointError, match=r"login\.local\.example"):
+        ClientCredentialsTokens(store, ep).token()
+
+
+@pytest.mark.parametrize("field", ["client_secret", "access_token", "refresh_token"])
+def test_secret_values_with_whitespace_are_refused_by_name(field):
+    with pytest.raises(ConfigurationError, match=field) as info:
+        parse({**GOOD, field: "value-pasted-with-a-newline\n"})
+    assert "value-pasted" not in str(info.value)

@@ -53,10 +53,16 @@ def test_hostile_urls_are_refused_with_a_reason(url, why):
         origin_of(url)
 
 
-def test_query_strings_never_reach_the_error():
+def test_query_strings_and_passwords_never_reach_the_error():
     with pytest.raises(UnsafeLocationError) as info:
-        origin_of("https://u:p@evil.example/x?signature=SECRET")
+        origin_of("https://u:pw-SECRET@evil.example/x?signature=SECRET")
     assert "SECRET" not in str(info.value)
+    assert "evil.example" in str(info.value)
+
+
+def test_a_plain_http_upload_host_beside_an_https_api_is_refused():
+    with pytest.raises(UnsafeLocationError, match="beside the https API base"):
+        trusted_origins(API, ["http://files.example"])
 
 
 @pytest.mark.parametrize(

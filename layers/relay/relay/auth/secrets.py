@@ -42,6 +42,9 @@ class PlatformSecret:
                 return None
             if not isinstance(value, str):
                 raise ConfigurationError(f"secret {secret_id!r}: field {name!r} must be a string")
+            if not value.isprintable() or value != value.strip():
+                # A pasted newline would make requests quote the header, token and all, in its error.
+                raise ConfigurationError(f"secret {secret_id!r}: field {name!r} holds whitespace or control characters")
             return value
 
         expires_raw = raw.get("expires_at")

@@ -19,6 +19,8 @@ from relay.errors import (
 )
 from relay.observability import tracer
 from relay.transport.requestor import Requestor
+from relay.transport.retry import Deadline
+from relay.transport.urls import origin_of
 
 
 class ClientCredentialsTokens:
@@ -37,6 +39,9 @@ class ClientCredentialsTokens:
         with self._lock:
             self._minted = None
             self._force_next = True
+
+    def use_deadline(self, deadline: Deadline) -> None:
+        self.endpoint.use_deadline(deadline)
 
     def token(self) -> str:
         with self._lock:
@@ -83,6 +88,9 @@ class StoredTokens:
     def invalidate(self) -> None:
         self._force_next = True
 
+    def use_deadline(self, deadline: Deadline) -> None:
+        """Nothing to bound: handlers only read the secret."""
+
     def token(self) -> str:
         secret = self.store.get(force=self._force_next)
         self._force_next = False
@@ -105,6 +113,7 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
 
     A refresh grant is not idempotent: its refresh token dies on first use, so a lost answer is not resent.
     """
+    where = origin_of(url)  # where the POST goes, for every message below
     try:
         response = endpoint.request(
             "POST",
@@ -121,17 +130,17 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
         held = [v for k, v in form.items() if k in ("client_secret", "refresh_token")]
         code = redact(error.code, held)
         raise TokenEndpointError(
-            f"token endpoint {endpoint.base_url} answered {error.http_status or 'nothing'}: {code}",
+            f"token endpoint {where} answered {error.http_status or 'nothing'}: {code}",
             # The OAuth code (invalid_client, invalid_grant) says what to fix; 5xx and silence say "unreachable".
             code=code if error.http_status and 400 <= error.http_status < 500 else "TokenEndpointError",
         ) from None
     token = payload.get("access_token") if isinstance(payload, dict) else None
-    if not isinstance(token, str) or not token:
-        raise TokenEndpointError(f"token endpoint {endpoint.base_url} answered without an access_token")
+    if not isinstance(token, str) or not token or not token.isprintable() or " " in token:
+        raise TokenEndpointError(f"token endpoint {where} answered without a usable access_token")
     try:
         expires_in = float(payload.get("expires_in", 3600))
     except (TypeError, ValueError):
-        raise TokenEndpointError(f"token endpoint {endpoint.base_url} answered a non-numeric expires_in") from None
+        raise TokenEndpointError(f"token endpoint {where} answered a non-numeric expires_in") from None
     result: dict[str, Any] = {"access_token": token, "expires_in": expires_in}
     if isinstance(payload.get("refresh_token"), str):
         result["refresh_token"] = payload["refresh_token"]

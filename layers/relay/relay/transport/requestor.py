@@ -35,6 +35,8 @@ class TokenSource(Protocol):
 
     def invalidate(self) -> None: ...
 
+    def use_deadline(self, deadline: Deadline) -> None: ...
+
 
 @dataclass
 class Response:
@@ -66,10 +68,12 @@ class Requestor:
         policy: RetryPolicy | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
         sleep: Callable[[float], None] = time.sleep,
+        local: bool | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokens = tokens
-        self.trusted: frozenset[Origin] = trusted_origins(self.base_url, token_hosts)
+        # `local`: plain-http origins may be trusted (by default only when the base itself is http).
+        self.trusted: frozenset[Origin] = trusted_origins(self.base_url, token_hosts, local=local)
         self.default_headers = dict(default_headers or {})
         self.session = session or shared_session()
         self.policy = policy or RetryPolicy()
@@ -78,8 +82,10 @@ class Requestor:
         self.deadline = Deadline()
 
     def use_deadline(self, deadline: Deadline) -> None:
-        """Retries must not outlive the invocation: set once per invocation."""
+        """Retries must not outlive the invocation, the token's own retries included: set once per invocation."""
         self.deadline = deadline
+        if self.tokens is not None:
+            self.tokens.use_deadline(deadline)
 
     def url(self, path_or_url: str) -> str:
         """A path joins the base URL; an absolute URL is returned as it is, for `check_trusted` to judge."""
@@ -184,6 +190,12 @@ class Requestor:
             raise VendorConnectionError(
                 f"{method} {host} failed: connection reset or closed", code="ConnectionError"
             ) from exc
+        except requests.RequestException as exc:
+            # Anything else requests refuses (an invalid header value, for one) may quote the header: the
+            # token. Name the kind of failure only, and drop the chain.
+            raise VendorError(
+                f"{method} {host}: the request could not be sent ({type(exc).__name__})", code="RequestError"
+            ) from None
         if raw.status_code in expect:
             return Response(raw.status_code, raw.headers, raw)
         content = raw.content

@@ -27,8 +27,11 @@ class Origin:
 
 
 def _refuse(url: str, why: str) -> UnsafeLocationError:
-    # Name the host-ish part only: a query string may carry a signature.
+    # Name the host-ish part only: a query string may carry a signature, user information a password.
     shown = url.split("?", 1)[0][:200]
+    scheme, sep, rest = shown.partition("//")
+    if sep and "@" in rest.split("/", 1)[0]:
+        shown = f"{scheme}//[user information]@{rest.split('@', 1)[1]}"
     return UnsafeLocationError(f"refusing URL {shown!r}: {why}")
 
 
@@ -61,12 +64,17 @@ def origin_of(url: str) -> Origin:
     return Origin(scheme, host.lower(), port)
 
 
-def trusted_origins(base_url: str, extra_hosts: Iterable[str]) -> frozenset[Origin]:
+def trusted_origins(base_url: str, extra_hosts: Iterable[str], *, local: bool | None = None) -> frozenset[Origin]:
     """The base URL's origin, plus each `host[:port]` (the base's scheme) or `scheme://host[:port]` entry."""
     base = origin_of(base_url)
+    local = base.scheme == "http" if local is None else local
     origins = {base}
     for entry in extra_hosts:
-        origins.add(origin_of(entry if "://" in entry else f"{base.scheme}://{entry}"))
+        origin = origin_of(entry if "://" in entry else f"{base.scheme}://{entry}")
+        if origin.scheme != "https" and not local:
+            # The token would travel in clear text: only a local (http) deployment may trust http origins.
+            raise UnsafeLocationError(f"refusing to trust {origin} beside the https API base {base}")
+        origins.add(origin)
     return frozenset(origins)
 
 

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from relay import constants as c
 from relay.auth.secrets import SecretStore
 from relay.auth.tokens import ClientCredentialsTokens, StoredTokens
+from relay.errors import ConfigurationError, UnsafeLocationError
 from relay.settings import Settings
 from relay.transport.requestor import Requestor, TokenSource
 from relay.transport.retry import RetryPolicy
@@ -50,17 +51,22 @@ def requestor(
     session: requests.Session | None = None,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    local: bool | None = None,
 ) -> Requestor:
-    return Requestor(
-        base_url,
-        tokens=tokens,
-        token_hosts=token_hosts,
-        default_headers=headers,
-        session=session,
-        policy=policy or policy_from(settings),
-        timeout=(settings.connect_timeout, settings.read_timeout),
-        sleep=sleep,
-    )
+    try:
+        return Requestor(
+            base_url,
+            tokens=tokens,
+            token_hosts=token_hosts,
+            default_headers=headers,
+            session=session,
+            policy=policy or policy_from(settings),
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            sleep=sleep,
+            local=local,
+        )
+    except UnsafeLocationError as error:
+        raise ConfigurationError(f"{base_url} and its allowed hosts: {error.message}") from None
 
 
 def itwin_requestor(
@@ -81,6 +87,8 @@ def itwin_requestor(
         session=session,
         policy=policy,
         sleep=sleep,
+        # A local deployment (an http API base, the sandbox) may name an http token endpoint; AWS may not.
+        local=settings.itwin_api_url.startswith("http://"),
     )
     return requestor(
         settings,

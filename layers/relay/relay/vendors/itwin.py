@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from relay.constants import ITWIN_ACCEPT
 from relay.errors import MalformedResponseError, MissingLocationError
@@ -14,11 +14,13 @@ from relay.transport.retry import Deadline
 
 Kind = Literal["issues", "forms"]
 KINDS: tuple[Kind, ...] = ("issues", "forms")
+# 50 a page: far beyond any real issue or form, and a bound on a listing whose next link loops.
+MAX_PAGES = 200
 
 
 @dataclass(frozen=True)
 class CreatedAttachment:
-    attachment_id: str
+    attachment_id: str | None  # None: the Location does not name it, and the flow must find it
     location: str
 
 
@@ -53,8 +55,16 @@ class ITwinClient:
             raise MissingLocationError("create answered without a Location header", http_status=response.status)
         location = self._requestor.url(location)  # a relative Location resolves against the API base
         self._requestor.check_trusted(location)
-        attachment_id = urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
-        return CreatedAttachment(attachment_id, location)
+        return CreatedAttachment(self._attachment_id(location, kind, parent_id), location)
+
+    def _attachment_id(self, location: str, kind: Kind, parent_id: str) -> str | None:
+        """The id, when the Location is the documented upload URL of this parent; otherwise None."""
+        base_path = urlsplit(self._requestor.base_url).path.rstrip("/")
+        prefix = f"{base_path}{_path(kind, parent_id)}/"
+        path = urlsplit(location).path
+        if not path.startswith(prefix) or "/" in path[len(prefix) :].strip("/"):
+            return None
+        return unquote(path[len(prefix) :].strip("/")) or None
 
     def upload(
         self, location: str, body: BodyFactory, size: int, content_type: str = "application/octet-stream"
@@ -73,7 +83,9 @@ class ITwinClient:
         """Every attachment, following `_links.next` / continuationToken pages (each link checked like a Location)."""
         url: str | None = _path(kind, parent_id)
         params: dict[str, Any] | None = {"$top": 50}
-        while url:
+        for _ in range(MAX_PAGES):
+            if not url:
+                return
             payload = self._requestor.request("GET", url, params=params, expect=(200,)).json()
             if not isinstance(payload, dict) or not isinstance(payload.get("attachments", []), list):
                 raise MalformedResponseError("attachment listing is not the documented JSON object", http_status=200)
@@ -82,6 +94,8 @@ class ITwinClient:
             next_ = links.get("next") if isinstance(links, dict) else None
             next_link = next_.get("href") if isinstance(next_, dict) else None
             url, params = (next_link, None) if isinstance(next_link, str) and next_link else (None, None)
+        if url:
+            raise MalformedResponseError(f"attachment listing still had a next page after {MAX_PAGES} pages")
 
     def download(self, kind: Kind, parent_id: str, attachment_id: str) -> Response:
         """A streamed GET (200); the caller reads `response.raw.iter_content` and closes it."""

@@ -84,6 +84,9 @@ class RetryLaterError(RelayError):
     code = "RetryLater"
     outcome = Outcome.RETRY
 
+    def __str__(self) -> str:
+        return self.message  # already "<cause's code>: <cause's text>"
+
 
 @dataclass
 class _Attempt:
@@ -95,6 +98,10 @@ class _Attempt:
     target: ItwinTarget | None = None
     info: ObjectInfo | None = None
     created: CreatedAttachment | None = None
+    # The file reached iTwin: from here on nothing may delete the attachment, whatever fails after.
+    uploaded: bool = False
+    # A create's answer was lost and its metadata not found: the record must name it, never forget it.
+    unresolved_create: str | None = None
 
     def outcome(self, status: Status, error: BaseException | None = None) -> TransferOutcome:
         return TransferOutcome(
@@ -207,7 +214,7 @@ class S3ToItwinFlow:
             logger.error("malformed records", extra={"message_id": message_id, "errors": notification.malformed})
             raise MalformedMessageError("; ".join(notification.malformed))
         if retry is not None:
-            raise RetryLaterError(f"{_code(retry)}: {_message(retry)}") from retry
+            raise RetryLaterError(_message(retry) or "", code=_code(retry)) from retry
         return results
 
     # -- one upload -----------------------------------------------------------------------------
@@ -224,13 +231,18 @@ class S3ToItwinFlow:
             attempt.created = CreatedAttachment(record.attachment_id or "", record.location or "")
             return attempt.outcome(Status.ATTACHED)
         try:
+            if record.step == Step.UPLOADED and record.attachment_id and record.location:
+                # The file was delivered by an earlier attempt: only the tag and the record are left.
+                attempt.uploaded = True
+                attempt.created = CreatedAttachment(record.attachment_id, record.location)
+                return self._attached(attempt, attempt.created)
             attempt.info = info = self._inspect(upload)
             attempt.created = created = self._ensure_created(attempt, attempt.target, info, record)
-            if record.step != Step.UPLOADED:
-                self.itwin.upload(
-                    created.location, lambda: self.objects.open(upload, info.size), info.size, info.content_type
-                )
-                self.records.update(upload, step=Step.UPLOADED)
+            self.itwin.upload(
+                created.location, lambda: self.objects.open(upload, info.size), info.size, info.content_type
+            )
+            attempt.uploaded = True
+            self.records.update(upload, step=Step.UPLOADED, bytes=info.size)
             return self._attached(attempt, created)
         except Exception as error:  # noqa: BLE001 - every failure, expected or not, gets an outcome
             return self._conclude(attempt, error)
@@ -270,6 +282,11 @@ class S3ToItwinFlow:
             # The POST may have landed with its answer lost: look for it before anyone POSTs again.
             adopted = self._adopt(up, target) if error.ambiguous else None
             if adopted is None:
+                if error.ambiguous:
+                    attempt.unresolved_create = (
+                        f"a create's answer was lost ({error.code}) and no file-less {target.file_name!r} "
+                        f"was found under {target.describe()}: if one appears, it is this upload's orphan"
+                    )
                 raise
             return self._record_created(up, adopted, record)
         except (MissingLocationError, UnsafeLocationError) as error:
@@ -282,6 +299,12 @@ class S3ToItwinFlow:
             if attempt.created is None:
                 logger.warning("the metadata of an unusable create was not found", extra={"error": str(error)})
             raise
+        if created.attachment_id is None:
+            # A Location on another allowed host need not name the id: find the metadata as a lost answer would.
+            found = self._adopt(up, target)
+            if found is None:
+                raise UnresolvedCreateError("the create's Location names no attachment id, and listing found none")
+            return self._record_created(up, CreatedAttachment(found.attachment_id, created.location), record)
         if not self.records.claim(target.claim_key(created.attachment_id), up):
             # Another upload's adoption took it between our POST and our claim; theirs may now be ours.
             adopted = self._adopt(up, target)
@@ -336,14 +359,11 @@ class S3ToItwinFlow:
     def _attached(self, attempt: _Attempt, created: CreatedAttachment) -> TransferOutcome:
         outcome = attempt.outcome(Status.ATTACHED)
         self._tag(attempt, outcome)
+        fields: dict[str, Any] = {"error_code": None, "error_message": None}
+        if attempt.info is not None:  # a resumed attempt did not HEAD again: keep the bytes recorded then
+            fields["bytes"] = outcome.bytes
         self.records.update(
-            attempt.upload,
-            step=Step.DONE,
-            status=Status.ATTACHED,
-            attachment_id=outcome.attachment_id,
-            bytes=outcome.bytes,
-            error_code=None,
-            error_message=None,
+            attempt.upload, step=Step.DONE, status=Status.ATTACHED, attachment_id=outcome.attachment_id, **fields
         )
         self._report(attempt, outcome, None)
         metrics.add_metric(name="BytesRelayed", unit=MetricUnit.Bytes, value=outcome.bytes)
@@ -354,6 +374,8 @@ class S3ToItwinFlow:
         outcome = outcome_of(error)
         if not isinstance(error, RelayError):
             logger.error("unexpected error in a transfer", exc_info=error, extra={"upload": attempt.upload.identity})
+        if attempt.uploaded:
+            return self._delivered_despite(attempt, error, outcome)
         if outcome is Outcome.RETRY and not attempt.final_delivery:
             result = attempt.outcome(Status.RETRYING, error)
             self.records.update(
@@ -368,8 +390,8 @@ class S3ToItwinFlow:
             self._report(attempt, result, error)
             raise NotFinalError(result, error, retry=False)
         result = attempt.outcome(_FINAL_STATUS[outcome], error)
-        if isinstance(error, UnresolvedCreateError):
-            self.records.update(attempt.upload, orphan_suspected=result.message)
+        if attempt.unresolved_create or isinstance(error, UnresolvedCreateError):
+            self.records.update(attempt.upload, orphan_suspected=attempt.unresolved_create or result.message)
         self._tag(attempt, result)
         self.records.update(
             attempt.upload,
@@ -383,6 +405,25 @@ class S3ToItwinFlow:
         if outcome is Outcome.RETRY:
             # Last delivery: visibly failed, and on to the DLQ, where a redrive processes it again.
             raise NotFinalError(result, error, retry=True)
+        return result
+
+    def _delivered_despite(self, attempt: _Attempt, error: BaseException, outcome: Outcome) -> TransferOutcome:
+        """The file is in iTwin and tagging or recording failed: retry for those, never delete the attachment."""
+        if outcome is Outcome.RETRY and not attempt.final_delivery:
+            result = attempt.outcome(Status.RETRYING, error)
+            self._report(attempt, result, error)
+            raise NotFinalError(result, error, retry=True)
+        logger.warning(
+            "attached, but the outcome could not be fully written",
+            extra={"upload": attempt.upload.identity, "error_code": _code(error), "error": _message(error)},
+        )
+        result = attempt.outcome(Status.ATTACHED)
+        try:
+            self.records.update(
+                attempt.upload, step=Step.DONE, status=Status.ATTACHED, attachment_id=result.attachment_id
+            )
+        except RelayError:
+            logger.exception("the record could not be written", extra={"upload": attempt.upload.identity})
         return result
 
     def _tag(self, attempt: _Attempt, result: TransferOutcome) -> None:
@@ -402,7 +443,7 @@ class S3ToItwinFlow:
     def _discard(self, attempt: _Attempt) -> None:
         """A file that will never arrive must leave no metadata behind."""
         created, target = attempt.created, attempt.target
-        if created is None or target is None:
+        if created is None or created.attachment_id is None or target is None:
             return
         attempt.created = None
         if self._delete_quietly(target, created.attachment_id):
@@ -416,10 +457,10 @@ class S3ToItwinFlow:
             return True
         except NotFoundError:
             return True
-        except RelayError as error:
+        except Exception as error:  # noqa: BLE001 - a failed cleanup is recorded, never raised over the outcome
             logger.error(
                 "could not delete metadata of a failed upload",
-                extra={"attachment_id": attachment_id, "error": str(error)},
+                extra={"attachment_id": attachment_id, "error": _message(error)},
             )
             return False
 

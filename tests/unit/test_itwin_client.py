@@ -1,0 +1,118 @@
+"""The iTwin client over a scripted session: every URL it builds, every answer it accepts or refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay import errors as e
+from relay.transport.requestor import Requestor
+from relay.transport.retry import RetryPolicy
+from relay.vendors.itwin import ITwinClient
+from tests.unit.fakes import FakeResponse, FakeSession
+
+BASE = "https://api.bentley.com"
+
+
+class Tokens:
+    def token(self):
+        return "tok-SECRET"
+
+    def invalidate(self):
+        pass
+
+    def use_deadline(self, deadline):
+        pass
+
+
+def client(script, hosts=()):
+    session = FakeSession(script)
+    requestor = Requestor(
+        BASE, tokens=Tokens(), token_hosts=hosts, session=session, policy=RetryPolicy(jitter=lambda d: 0)
+    )
+    return ITwinClient(requestor), session
+
+
+def test_every_url_segment_is_quoted():
+    itwin, session = client([FakeResponse(201, headers={"Location": "/issues/A%231%3Fx/attachments/att%2F1"})])
+    created = itwin.create_attachment("issues", "A#1?x", "a.jpg")
+    assert session.sent[0][1] == f"{BASE}/issues/A%231%3Fx/attachments"
+    assert created.attachment_id == "att/1"  # unquoted from the documented upload URL
+    assert itwin.attachment_url("forms", "F #2", "id?") == f"{BASE}/forms/F%20%232/attachments/id%3F"
+
+
+@pytest.mark.parametrize(
+    ("location", "attachment_id"),
+    [
+        (f"{BASE}/issues/I-1/attachments/abc", "abc"),
+        ("/issues/I-1/attachments/abc", "abc"),  # relative: resolved against the API base
+        (f"{BASE}:443/issues/I-1/attachments/abc/", "abc"),
+        ("https://files.bentley.com/blob/xyz", None),  # an allowed host that does not name the id
+        (f"{BASE}/issues/OTHER/attachments/abc", None),  # another parent's path: never trusted as ours
+    ],
+)
+def test_the_id_comes_only_from_the_documented_upload_url(location, attachment_id):
+    itwin, _ = client([FakeResponse(201, headers={"Location": location})], hosts=["files.bentley.com"])
+    assert itwin.create_attachment("issues", "I-1", "a.jpg").attachment_id == attachment_id
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({}, e.MissingLocationError),
+        ({"Location": "  "}, e.MissingLocationError),
+        ({"Location": "http://127.0.0.1:9\\@api.bentley.com/issues/I/attachments/a"}, e.UnsafeLocationError),
+        ({"Location": "http://api.bentley.com/issues/I/attachments/a"}, e.UnsafeLocationError),
+        ({"Location": "ftp://api.bentley.com/x"}, e.UnsafeLocationError),
+    ],
+)
+def test_an_unusable_location_is_a_named_error(headers, error):
+    itwin, _ = client([FakeResponse(201, headers=headers)])
+    with pytest.raises(error):
+        itwin.create_attachment("issues", "I", "a.jpg")
+
+
+def test_listing_follows_next_links_and_refuses_one_on_another_host():
+    page1 = {"attachments": [{"id": "a"}], "_links": {"next": {"href": f"{BASE}/issues/I/attachments?ct=2"}}}
+    page2 = {"attachments": [{"id": "b"}], "_links": {"next": {"href": "https://evil.example/steal"}}}
+    itwin, session = client([FakeResponse(200, page1), FakeResponse(200, page2)])
+    listed = itwin.list_attachments("issues", "I")
+    assert [next(listed)["id"], next(listed)["id"]] == ["a", "b"]
+    with pytest.raises(e.UnsafeLocationError):
+        next(listed)
+    assert [s[1] for s in session.sent] == [f"{BASE}/issues/I/attachments", f"{BASE}/issues/I/attachments?ct=2"]
+
+
+def test_a_looping_next_link_is_bounded():
+    from relay.vendors import itwin as module
+
+    looping = {"attachments": [], "_links": {"next": {"href": f"{BASE}/issues/I/attachments?again"}}}
+    itwin, _ = client([FakeResponse(200, looping)] * (module.MAX_PAGES + 1))
+    with pytest.raises(e.MalformedResponseError, match="pages"):
+        list(itwin.list_attachments("issues", "I"))
+
+
+@pytest.mark.parametrize("body", [b"<html>maintenance</html>", b"[]", b'{"attachments": "x"}'])
+def test_a_listing_that_is_not_the_documented_object_is_a_retryable_malformed_response(body):
+    itwin, _ = client([FakeResponse(200, body)])
+    with pytest.raises(e.MalformedResponseError) as info:
+        list(itwin.list_attachments("issues", "I"))
+    assert info.value.outcome == "retry"
+
+
+def test_upload_accepts_200_or_201_and_never_a_redirect():
+    itwin, session = client([FakeResponse(201), FakeResponse(307, headers={"Location": "https://evil.example/"})])
+    itwin.upload(f"{BASE}/issues/I/attachments/a", lambda: b"abc", 3)
+    assert session.sent[0][2]["headers"]["Content-Length"] == "3"
+    with pytest.raises(e.UnexpectedStatusError):
+        itwin.upload(f"{BASE}/issues/I/attachments/a", lambda: b"abc", 3)
+    assert all(s[2]["allow_redirects"] is False for s in session.sent)
+
+
+def test_an_echoed_authorization_header_is_redacted_from_the_error():
+    body = {"error": {"code": "Forbidden", "message": "you sent Authorization: Bearer tok-SECRET"}}
+    itwin, _ = client([FakeResponse(403, body)])
+    with pytest.raises(e.PermissionDeniedError) as info:
+        itwin.delete_attachment("issues", "I", "a")
+    assert "tok-SECRET" not in str(info.value)
+    assert "tok-SECRET" not in (info.value.body or "")
+    assert "[redacted]" in str(info.value)
