@@ -27,7 +27,11 @@ class Tokens:
 def client(script, hosts=()):
     session = FakeSession(script)
     requestor = Requestor(
-        BASE, tokens=Tokens(), token_hosts=hosts, session=session, policy=RetryPolicy(jitter=lambda d: 0)
+        BASE,
+        tokens=Tokens(),
+        token_hosts=hosts,
+        session=session,  # type: ignore[arg-type]
+        policy=RetryPolicy(jitter=lambda d: 0),
     )
     return ITwinClient(requestor), session
 
