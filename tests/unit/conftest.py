@@ -29,7 +29,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def create_tables_from_template(dynamodb: Any) -> dict[str, str]:
-    """Create every DynamoDB table of template.yaml in moto, with its key schema, GSIs and TTL as written there."""
+    """Create every DynamoDB table of template.yaml in moto, with its key schema and GSIs as written there."""
     from devstack.template import load
 
     names: dict[str, str] = {}

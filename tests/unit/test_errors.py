@@ -7,6 +7,9 @@ import json
 import pytest
 
 from relay import errors as e
+from relay.auth.tokens import oauth_error_fields
+from relay.vendors.aps import aps_error_fields
+from relay.vendors.itwin import itwin_error_fields
 
 ITWIN_401 = {
     "error": {"code": "HeaderNotFound", "message": "Header Authorization was not found in the request. Access denied."}
@@ -29,6 +32,8 @@ NOT_ATTACHED = {"error": {"code": "AttachmentNotFound", "message": "Requested at
 NO_FILE = {"error": {"code": "FileNotFound", "message": "No file uploaded."}}
 APS = {"developerMessage": "The token is invalid.", "errorCode": "AUTH-006"}
 OAUTH = {"error": "invalid_grant", "error_description": "The refresh token is invalid or used."}
+APS_400 = {"developerMessage": "name too long", "errorCode": "BAD_INPUT"}
+PARSERS = {id(APS): aps_error_fields, id(APS_400): aps_error_fields, id(OAUTH): oauth_error_fields}
 
 
 @pytest.mark.parametrize(
@@ -44,7 +49,7 @@ OAUTH = {"error": "invalid_grant", "error_description": "The refresh token is in
         (400, OAUTH, e.InvalidRequestError, "invalid_grant", None),
         (
             400,
-            {"developerMessage": "name too long", "errorCode": "BAD_INPUT"},
+            APS_400,
             e.InvalidRequestError,
             "BAD_INPUT",
             None,
@@ -61,7 +66,8 @@ OAUTH = {"error": "invalid_grant", "error_description": "The refresh token is in
 )
 def test_error_from_response_maps_status_and_vendor_code(status, body, cls, code, target):
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
-    error = e.error_from_response(status, raw, {"x-correlation-id": "corr-1"})
+    fields = PARSERS.get(id(body), itwin_error_fields)  # each vendor client reads its own error shape
+    error = e.error_from_response(status, raw, {"x-correlation-id": "corr-1"}, fields)
     assert type(error) is cls
     assert error.http_status == status
     assert error.code == code
@@ -71,7 +77,7 @@ def test_error_from_response_maps_status_and_vendor_code(status, body, cls, code
 
 
 def test_422_keeps_vendor_details():
-    error = e.error_from_response(422, json.dumps(ITWIN_422).encode())
+    error = e.error_from_response(422, json.dumps(ITWIN_422).encode(), fields=itwin_error_fields)
     assert error.details[0]["code"] == "MissingRequiredProperty"
     assert error.details[0]["target"] == "fileName"
 
@@ -79,8 +85,9 @@ def test_422_keeps_vendor_details():
 @pytest.mark.parametrize(
     "body", [None, b"", b"not json", b"[1,2]", b'{"error": 42}', b'{"error": {"code": 5}}', b"\xff\xfe"]
 )
-def test_missing_or_malformed_body_still_maps(body):
-    error = e.error_from_response(404, body)
+@pytest.mark.parametrize("fields", [itwin_error_fields, aps_error_fields, oauth_error_fields, e.generic_error_fields])
+def test_missing_or_malformed_body_still_maps(body, fields):
+    error = e.error_from_response(404, body, fields=fields)
     assert isinstance(error, e.NotFoundError)
     assert error.code == "NotFound"
     assert "404" in error.message
@@ -99,3 +106,41 @@ def test_status_to_class_covers_every_range():
     assert e.error_class_for(418) is e.InvalidRequestError
     assert e.error_class_for(599) is e.ServerError
     assert e.error_class_for(302) is e.UnexpectedStatusError
+
+
+def test_a_vendor_code_is_cut_to_what_an_s3_tag_holds():
+    body = json.dumps({"error": {"code": "Bad <code> with spaces & 'quotes'" + "x" * 100, "message": "m"}})
+    code = e.error_from_response(400, body, fields=itwin_error_fields).code
+    assert len(code) <= 64
+    assert set(code) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (e.InvalidUploadError("x"), "rejected"),
+        (e.TooLargeError("x"), "rejected"),
+        (e.InvalidRequestError("x"), "rejected"),
+        (e.NotFoundError("x"), "failed"),
+        (e.PermissionDeniedError("x"), "failed"),
+        (e.AuthenticationError("x"), "failed"),
+        (e.UnsafeLocationError("x"), "failed"),
+        (e.MissingLocationError("x"), "failed"),
+        (e.UnexpectedStatusError("x"), "failed"),
+        (e.RateLimitedError("x"), "retry"),
+        (e.ServerError("x"), "retry"),
+        (e.VendorConnectionError("x"), "retry"),
+        (e.MalformedResponseError("x"), "retry"),
+        (e.TokenEndpointError("x"), "retry"),
+        (e.ConfigurationError("x"), "retry"),
+        (e.ObjectStoreError("x"), "retry"),
+        (e.RecordStoreError("x"), "retry"),
+        (e.UnresolvedCreateError("x"), "retry"),
+        (e.ClaimConflictError("x"), "retry"),
+        (e.ObjectGoneError("x"), "skipped"),
+        (e.SupersededError("x"), "skipped"),
+        (KeyError("surprise"), "retry"),
+    ],
+)
+def test_every_error_carries_its_outcome(error, outcome):
+    assert e.outcome_of(error) == outcome

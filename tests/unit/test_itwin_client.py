@@ -7,7 +7,7 @@ import pytest
 from relay import errors as e
 from relay.transport.requestor import Requestor
 from relay.transport.retry import RetryPolicy
-from relay.vendors.itwin import ITwinClient
+from relay.vendors.itwin import ITwinClient, itwin_error_fields
 from tests.unit.fakes import FakeResponse, FakeSession
 
 BASE = "https://api.bentley.com"
@@ -32,6 +32,7 @@ def client(script, hosts=()):
         token_hosts=hosts,
         session=session,  # type: ignore[arg-type]
         policy=RetryPolicy(jitter=lambda d: 0),
+        error_fields=itwin_error_fields,
     )
     return ITwinClient(requestor), session
 

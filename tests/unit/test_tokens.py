@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from moto import mock_aws
 
 from relay.auth.secrets import PlatformSecret, SecretStore
-from relay.auth.tokens import ClientCredentialsTokens, StoredTokens
+from relay.auth.tokens import ClientCredentialsTokens, StoredTokens, oauth_error_fields
 from relay.errors import AuthenticationError, ConfigurationError, TokenEndpointError
 from relay.transport.requestor import Requestor
 from relay.transport.retry import RetryPolicy
@@ -98,6 +98,7 @@ def endpoint(script, sleeps=None):
         session=FakeSession(script),  # type: ignore[arg-type]
         policy=RetryPolicy(jitter=lambda d: d),
         sleep=(sleeps if sleeps is not None else []).append,
+        error_fields=oauth_error_fields,
     )
 
 

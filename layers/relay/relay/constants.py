@@ -36,5 +36,3 @@ DEFAULT_RETRY_MAX_DELAY = 20.0
 # A retry-after longer than this is not waited out inside an invocation: the message goes back to the queue.
 DEFAULT_MAX_RETRY_AFTER = 60.0
 DEFAULT_SECRET_MAX_AGE = 300
-
-ITWIN_ACCEPT = "application/vnd.bentley.itwin-platform.v1+json"

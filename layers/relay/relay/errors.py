@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -263,25 +263,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(seconds, 0.0)
 
 
-def _error_fields(body: object) -> tuple[str | None, str | None, str | None, list[dict[str, Any]]]:
-    """Pull code, message, target and details from the vendor error shapes we know."""
+ErrorFields = tuple[str | None, str | None, str | None, list[dict[str, Any]]]
+# Each vendor client says how its error bodies read (code, message, target, details): shapes differ.
+ErrorParser = Callable[[object], ErrorFields]
+
+
+def generic_error_fields(body: object) -> ErrorFields:
+    """The shape shared by most JSON APIs, `{"code", "message"}`; anything else reads as no fields."""
     if not isinstance(body, dict):
         return None, None, None, []
-    err = body.get("error")
-    if isinstance(err, dict):  # iTwin: {"error": {code, message, target?, details?}}
-        details = err.get("details")
-        return (
-            _str_or_none(err.get("code")),
-            _str_or_none(err.get("message")),
-            _str_or_none(err.get("target")),
-            [d for d in details if isinstance(d, dict)] if isinstance(details, list) else [],
-        )
-    if isinstance(err, str):  # OAuth: {"error": "invalid_grant", "error_description": ...}
-        return err, _str_or_none(body.get("error_description")), None, []
-    # APS: {"developerMessage", "errorCode"} or {"code", "message"} or {"title", "detail"}
-    code = body.get("errorCode") or body.get("code") or body.get("title")
-    message = body.get("developerMessage") or body.get("message") or body.get("detail") or body.get("reason")
-    return _str_or_none(code), _str_or_none(message), None, []
+    return _str_or_none(body.get("code")), _str_or_none(body.get("message")), None, []
 
 
 def _str_or_none(value: object) -> str | None:
@@ -324,11 +315,16 @@ def _parse_body(text: str) -> object:
         return None
 
 
-def error_from_response(status: int, body: bytes | str | None, headers: Mapping[str, str] | None = None) -> VendorError:
+def error_from_response(
+    status: int,
+    body: bytes | str | None,
+    headers: Mapping[str, str] | None = None,
+    fields: ErrorParser = generic_error_fields,
+) -> VendorError:
     """Map an error response to a VendorError; a missing or malformed body still maps cleanly."""
     headers = {k.lower(): v for k, v in (headers or {}).items()}
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    code, message, target, details = _error_fields(_parse_body(text))
+    code, message, target, details = fields(_parse_body(text))
     code = safe_code(code)
     cls = error_class_for(status)
     request_id = next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None)

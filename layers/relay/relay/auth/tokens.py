@@ -12,9 +12,11 @@ from relay.auth.secrets import EXPIRY_SKEW, PlatformSecret, SecretStore
 from relay.errors import (
     AuthenticationError,
     ConfigurationError,
+    ErrorFields,
     TokenEndpointError,
     UnsafeLocationError,
     VendorError,
+    generic_error_fields,
     redact,
 )
 from relay.observability import tracer
@@ -106,6 +108,14 @@ class StoredTokens:
                 code="TokenExpired",
             )
         return fresh
+
+
+def oauth_error_fields(body: object) -> ErrorFields:
+    """RFC 6749 section 5.2: `{"error": "invalid_client", "error_description": ...}`."""
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        description = body.get("error_description")
+        return body["error"], description if isinstance(description, str) else None, None, []
+    return generic_error_fields(body)
 
 
 def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, idempotent: bool = True) -> dict[str, Any]:

@@ -12,12 +12,14 @@ from urllib3.exceptions import NewConnectionError
 
 from relay.errors import (
     AuthenticationError,
+    ErrorParser,
     MalformedResponseError,
     UnexpectedStatusError,
     UnsafeLocationError,
     VendorConnectionError,
     VendorError,
     error_from_response,
+    generic_error_fields,
     redact_error,
 )
 from relay.transport.retry import Deadline, RetryPolicy
@@ -69,6 +71,7 @@ class Requestor:
         timeout: tuple[float, float] = (5.0, 30.0),
         sleep: Callable[[float], None] = time.sleep,
         local: bool | None = None,
+        error_fields: ErrorParser = generic_error_fields,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.tokens = tokens
@@ -80,6 +83,7 @@ class Requestor:
         self.timeout = timeout
         self.sleep = sleep
         self.deadline = Deadline()
+        self.error_fields = error_fields
 
     def use_deadline(self, deadline: Deadline) -> None:
         """Retries must not outlive the invocation, the token's own retries included: set once per invocation."""
@@ -202,7 +206,9 @@ class Requestor:
         raw.close()
         if raw.status_code >= 400:
             # Before anyone logs or stores it: a vendor may echo the Authorization header back.
-            raise redact_error(error_from_response(raw.status_code, content, raw.headers), [token or ""])
+            raise redact_error(
+                error_from_response(raw.status_code, content, raw.headers, self.error_fields), [token or ""]
+            )
         # A redirect or an undocumented success is never followed or trusted: the token would go with it.
         raise UnexpectedStatusError(
             f"{method} {host} answered {raw.status_code}; expected {_describe(expect)}", http_status=raw.status_code

@@ -8,7 +8,7 @@ from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
-from relay.errors import InvalidRequestError, PermissionDeniedError, VendorError
+from relay.errors import ErrorFields, InvalidRequestError, PermissionDeniedError, VendorError
 from relay.transport.requestor import Requestor
 
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -28,6 +28,18 @@ class StorageObject:
             raise VendorError(f"unexpected storage object id {object_id!r}", code="MalformedResponse")
         bucket, _, key = object_id[len(OBJECT_PREFIX) :].partition("/")
         return cls(object_id, bucket, key)
+
+
+def aps_error_fields(body: object) -> ErrorFields:
+    """APS error bodies: `{developerMessage, errorCode}`, `{code, message}` or JSON:API `{title, detail}`."""
+    if not isinstance(body, dict):
+        return None, None, None, []
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):  # JSON:API: {"errors": [{...}]}
+        body = errors[0]
+    code = body.get("errorCode") or body.get("code") or body.get("title")
+    message = body.get("developerMessage") or body.get("message") or body.get("detail") or body.get("reason")
+    return (code if isinstance(code, str) else None), (message if isinstance(message, str) else None), None, []
 
 
 def jsonapi(data: dict[str, Any], included: list[dict[str, Any]] | None = None) -> dict[str, Any]:

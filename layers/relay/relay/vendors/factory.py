@@ -11,13 +11,13 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from relay import constants as c
 from relay.auth.secrets import SecretStore
-from relay.auth.tokens import ClientCredentialsTokens, StoredTokens
-from relay.errors import ConfigurationError, UnsafeLocationError
+from relay.auth.tokens import ClientCredentialsTokens, StoredTokens, oauth_error_fields
+from relay.errors import ConfigurationError, ErrorParser, UnsafeLocationError, generic_error_fields
 from relay.settings import Settings
 from relay.transport.requestor import Requestor, TokenSource
 from relay.transport.retry import RetryPolicy
-from relay.vendors.aps import ApsClient
-from relay.vendors.itwin import ITwinClient, itwin_headers
+from relay.vendors.aps import ApsClient, aps_error_fields
+from relay.vendors.itwin import ITwinClient, itwin_error_fields, itwin_headers
 
 
 def policy_from(settings: Settings) -> RetryPolicy:
@@ -52,6 +52,7 @@ def requestor(
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     local: bool | None = None,
+    error_fields: ErrorParser = generic_error_fields,
 ) -> Requestor:
     try:
         return Requestor(
@@ -64,6 +65,7 @@ def requestor(
             timeout=(settings.connect_timeout, settings.read_timeout),
             sleep=sleep,
             local=local,
+            error_fields=error_fields,
         )
     except UnsafeLocationError as error:
         raise ConfigurationError(f"{base_url} and its allowed hosts: {error.message}") from None
@@ -89,6 +91,7 @@ def itwin_requestor(
         sleep=sleep,
         # A local deployment (an http API base, the sandbox) may name an http token endpoint; AWS may not.
         local=settings.itwin_api_url.startswith("http://"),
+        error_fields=oauth_error_fields,
     )
     return requestor(
         settings,
@@ -100,6 +103,7 @@ def itwin_requestor(
         session=session,
         policy=policy,
         sleep=sleep,
+        error_fields=itwin_error_fields,
     )
 
 
@@ -117,5 +121,13 @@ def aps_client(
 ) -> ApsClient:
     store = secret_store(settings, "aps_secret_id", c.DEFAULT_APS_TOKEN_URL, c.DEFAULT_APS_SCOPE, provider)
     return ApsClient(
-        requestor(settings, settings.aps_api_url, StoredTokens(store), session=session, policy=policy, sleep=sleep)
+        requestor(
+            settings,
+            settings.aps_api_url,
+            StoredTokens(store),
+            session=session,
+            policy=policy,
+            sleep=sleep,
+            error_fields=aps_error_fields,
+        )
     )

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from relay.constants import ITWIN_ACCEPT
-from relay.errors import MalformedResponseError, MissingLocationError
+from relay.errors import ErrorFields, MalformedResponseError, MissingLocationError, generic_error_fields
 from relay.transport.requestor import BodyFactory, Requestor, Response
 from relay.transport.retry import Deadline
+
+ITWIN_ACCEPT = "application/vnd.bentley.itwin-platform.v1+json"
 
 Kind = Literal["issues", "forms"]
 KINDS: tuple[Kind, ...] = ("issues", "forms")
@@ -107,3 +108,21 @@ class ITwinClient:
 
 def itwin_headers() -> dict[str, str]:
     return {"Accept": ITWIN_ACCEPT}
+
+
+def itwin_error_fields(body: object) -> ErrorFields:
+    """iTwin's error body: `{"error": {code, message, target?, details?}}` (shared/api pages 000 and 001)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return generic_error_fields(body)
+    details = err.get("details")
+    return (
+        _text(err.get("code")),
+        _text(err.get("message")),
+        _text(err.get("target")),
+        [d for d in details if isinstance(d, dict)] if isinstance(details, list) else [],
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

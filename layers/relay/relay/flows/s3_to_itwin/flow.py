@@ -497,6 +497,9 @@ def build_s3_to_itwin(
 ) -> S3ToItwinFlow:
     """Wire the flow from the environment, once per container; tests pass their own collaborators."""
     settings = settings or Settings.load()
+    if settings.max_receive_count is None:
+        # Without it no delivery is the last: a failing upload reaches the DLQ untagged.
+        logger.warning("RELAY_MAX_RECEIVE_COUNT is not set; failures will reach the DLQ without a failed tag")
     dynamodb = dynamodb_client or boto3.client("dynamodb")
     return S3ToItwinFlow(
         settings=settings,
