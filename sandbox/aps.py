@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from sandbox.core import Failure, Reply, Request, Router
+from sandbox.core import Failure, Reply, Request, Router, oauth_error_body
 from sandbox.store import ApsItem, ApsUpload, RfiAttachment, now_iso
 
 MAX_URLS = 25
@@ -433,5 +433,6 @@ def register(router: Router) -> None:
         ("GET", RFI, "aps.rfi.list", list_rfi),
         ("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete", delete_rfi),
     ):
-        router.add(method, pattern, endpoint, handler, error_body=error_body)
+        shape = oauth_error_body if endpoint == "aps.token" else error_body
+        router.add(method, pattern, endpoint, handler, error_body=shape)
     router.add("PUT", r"/__s3/(?P<key>[^/]+)/(?P<part>\d+)", "aps.s3part", put_part, error_body=s3_error_body)

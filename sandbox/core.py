@@ -51,6 +51,14 @@ class Failure:
 
 
 ErrorBody = Callable[[str, Failure], Any]
+
+
+def oauth_error_body(endpoint: str, failure: Failure) -> Any:
+    """Token endpoints speak OAuth (RFC 6749 section 5.2), whichever vendor runs them."""
+    code = failure.code or ("temporarily_unavailable" if failure.status >= 500 else "invalid_request")
+    return {"error": code, "error_description": failure.message or f"Injected fault {failure.status}."}
+
+
 Handler = Callable[["Request"], Reply]
 
 

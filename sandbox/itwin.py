@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from sandbox.core import Failure, Reply, Request, Router, guess_type
+from sandbox.core import Failure, Reply, Request, Router, guess_type, oauth_error_body
 from sandbox.store import ITwinAttachment, new_attachment_id, now_iso
 
 PAGE = 50
@@ -218,4 +218,5 @@ def register(router: Router) -> None:
         ("GET", ATT + r"/(?P<att>[^/]+)", "itwin.{kind}.download", download),
         ("DELETE", ATT + r"/(?P<att>[^/]+)", "itwin.{kind}.delete", delete),
     ):
-        router.add(method, pattern, endpoint, handler, error_body=error_body)
+        shape = oauth_error_body if endpoint == "itwin.token" else error_body
+        router.add(method, pattern, endpoint, handler, error_body=shape)

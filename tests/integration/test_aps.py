@@ -17,13 +17,16 @@ from relay.settings import Settings
 from relay.transport.requestor import Requestor
 from relay.vendors.aps import ApsClient, StorageObject
 from relay.vendors.factory import aps_client
+from relay.vendors.factory import token_endpoint as make_token_endpoint
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
 
 
 def token_endpoint(harness: Harness) -> Requestor:
-    return Requestor(f"{harness.sandbox}/authentication/v2/token", tokens=None)
+    from relay import constants as c
+
+    return make_token_endpoint(Settings.load(harness.stack.env("S3ToItwinFunction")), c.DEFAULT_APS_TOKEN_URL)
 
 
 def refreshed_client(harness: Harness) -> ApsClient:

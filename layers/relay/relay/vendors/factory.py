@@ -81,18 +81,7 @@ def itwin_requestor(
 ) -> Requestor:
     """The iTwin requestor: client-credentials tokens, the Accept header, and the hosts the token may reach."""
     store = secret_store(settings, "itwin_secret_id", c.DEFAULT_ITWIN_TOKEN_URL, c.DEFAULT_ITWIN_SCOPE, provider)
-    endpoint = requestor(
-        settings,
-        c.DEFAULT_ITWIN_TOKEN_URL,
-        None,
-        token_hosts=settings.allowed_token_hosts,
-        session=session,
-        policy=policy,
-        sleep=sleep,
-        # A local deployment (an http API base, the sandbox) may name an http token endpoint; AWS may not.
-        local=settings.itwin_api_url.startswith("http://"),
-        error_fields=oauth_error_fields,
-    )
+    endpoint = token_endpoint(settings, c.DEFAULT_ITWIN_TOKEN_URL, session=session, policy=policy, sleep=sleep)
     return requestor(
         settings,
         settings.itwin_api_url,
@@ -104,6 +93,29 @@ def itwin_requestor(
         policy=policy,
         sleep=sleep,
         error_fields=itwin_error_fields,
+    )
+
+
+def token_endpoint(
+    settings: Settings,
+    default_url: str,
+    *,
+    session: requests.Session | None = None,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Requestor:
+    """Posts to a platform's OAuth token endpoint: the client secret goes only to `default_url`'s origin,
+    or to one in RELAY_ALLOWED_TOKEN_HOSTS (plain http only for a local deployment)."""
+    return requestor(
+        settings,
+        default_url,
+        None,
+        token_hosts=settings.allowed_token_hosts,
+        session=session,
+        policy=policy,
+        sleep=sleep,
+        local=settings.itwin_api_url.startswith("http://") or settings.aps_api_url.startswith("http://"),
+        error_fields=oauth_error_fields,
     )
 
 
