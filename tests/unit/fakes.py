@@ -27,6 +27,9 @@ class FakeResponse:
         self.content = json.dumps(body).encode() if isinstance(body, dict) else body
         self.headers = headers or {}
 
+    def iter_content(self, chunk_size: int = 1) -> Any:
+        yield self.content[:chunk_size]
+
     def json(self) -> Any:
         return json.loads(self.content)
 

@@ -38,10 +38,10 @@ def client(script, hosts=()):
 
 
 def test_every_url_segment_is_quoted():
-    itwin, session = client([FakeResponse(201, headers={"Location": "/issues/A%231%3Fx/attachments/att%2F1"})])
+    itwin, session = client([FakeResponse(201, headers={"Location": "/issues/A%231%3Fx/attachments/att%201"})])
     created = itwin.create_attachment("issues", "A#1?x", "a.jpg")
     assert session.sent[0][1] == f"{BASE}/issues/A%231%3Fx/attachments"
-    assert created.attachment_id == "att/1"  # unquoted from the documented upload URL
+    assert created.attachment_id == "att 1"  # unquoted from the documented upload URL
     assert itwin.attachment_url("forms", "F #2", "id?") == f"{BASE}/forms/F%20%232/attachments/id%3F"
 
 
@@ -121,3 +121,41 @@ def test_an_echoed_authorization_header_is_redacted_from_the_error():
     assert "tok-SECRET" not in str(info.value)
     assert "tok-SECRET" not in (info.value.body or "")
     assert "[redacted]" in str(info.value)
+
+
+@pytest.mark.parametrize("raw_id", ["%2E%2E", ".", "a%2Fb", "a%5Cb", "%00"])
+def test_an_id_that_could_address_something_else_is_never_taken(raw_id):
+    """`..` would make a cleanup DELETE the issue itself once urllib3 resolves the dot segment."""
+    itwin, _ = client([FakeResponse(201, headers={"Location": f"/issues/I-1/attachments/{raw_id}"})])
+    assert itwin.create_attachment("issues", "I-1", "a.jpg").attachment_id is None
+    with pytest.raises(e.MalformedResponseError):
+        itwin.delete_attachment("issues", "I-1", "..")
+
+
+def test_a_capped_part_of_an_unexpected_body_is_read():
+    from relay.transport import requestor
+
+    huge = FakeResponse(500, b"x" * (requestor.ERROR_BODY_LIMIT * 4))
+    itwin, _ = client([huge], hosts=())
+    itwin._requestor.policy = RetryPolicy(max_attempts=1)
+    with pytest.raises(e.ServerError) as info:
+        itwin.delete_attachment("issues", "I", "a")
+    assert len(info.value.body or "") <= requestor.ERROR_BODY_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"x-request-id": "Bearer tok-SECRET"}, {"error": {"code": "Forbidden", "message": "no"}}),
+        ({}, {"error": {"code": "Bearer tok-SECRET-and-more-text-so-the-cut-would-keep-a-prefix", "message": "no"}}),
+        ({}, {"error": {"code": "X", "message": "no", "details": [{"code": "D", "inner": {"auth": "tok-SECRET"}}]}}),
+    ],
+)
+def test_no_part_of_an_echoed_token_survives_in_any_field(headers, body):
+    itwin, _ = client([FakeResponse(403, body, headers=headers)])
+    with pytest.raises(e.PermissionDeniedError) as info:
+        itwin.delete_attachment("issues", "I", "a")
+    error = info.value
+    for text in (str(error), error.code, error.request_id or "", error.body or "", repr(error.details)):
+        assert "tok-SECRET" not in text
+        assert "tok-SEC" not in text

@@ -624,3 +624,28 @@ def test_a_record_write_failure_after_the_put_on_the_last_delivery_keeps_the_att
     assert itwin.calls["delete"] == 0
     assert aws.tags("issues/I/kept-2.jpg")["relay-status"] == "attached"
     assert aws.record(identity(aws, "issues/I/kept-2.jpg", fields))["step"] == "done"
+
+
+def test_adoption_never_takes_another_versions_caption(aws, itwin, flow):
+    """Two versions with different captions, both of whose create answers were lost: each keeps its own."""
+    key = "issues/I/captions.jpg"
+    v1 = aws.put(key, b"one", caption="caption one")
+    itwin.faults["create"] = [LOST]
+    itwin.faults["list"] = [e.MalformedResponseError("an HTML 200", http_status=200)]
+    with pytest.raises(RetryLaterError):
+        relay(flow, aws, key, v1)  # v1's create landed, unresolved
+    v2 = aws.put(key, b"two", caption="caption two")
+    itwin.faults["create"] = [LOST]
+    assert relay(flow, aws, key, v2).status == "attached"
+    assert relay(flow, aws, key, v1, receive=2).status == "attached"
+    by_caption = {a["caption"]: a["data"] for a in itwin.of("I")}
+    assert by_caption == {"caption one": b"one", "caption two": b"two"}
+
+
+def test_a_table_that_fails_on_the_last_delivery_still_leaves_a_failed_tag(aws, itwin, lambda_context):
+    flow = make_flow(aws, itwin, records=TransferRecords("no-such-table", aws.dynamodb))
+    flow.start_invocation(lambda_context)
+    fields = aws.put("issues/I/no-table.jpg", PHOTO)
+    with pytest.raises(RetryLaterError):
+        relay(flow, aws, "issues/I/no-table.jpg", fields, receive=3)
+    assert aws.tags("issues/I/no-table.jpg") == {"relay-status": "failed", "relay-error": "RecordStoreError"}

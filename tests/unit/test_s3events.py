@@ -190,3 +190,23 @@ def test_bidi_overrides_nul_and_c1_are_refused(char):
     with pytest.raises(InvalidUploadError) as info:
         parse_target(f"issues/1/a{char}b.jpg")
     assert info.value.code == "ControlCharacter"
+
+
+def test_a_null_version_id_falls_back_to_the_etag():
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "versionId": "null", "eTag": "e1"}},
+    }
+    (upload,) = parse_message(json.dumps({"Records": [record]})).uploads
+    assert upload.identity == "b/k#etag:e1"
+
+
+def test_a_record_without_an_event_name_is_named_and_ignored():
+    record = {"s3": {"bucket": {"name": "b"}, "object": {"key": "k", "eTag": "e"}}}
+    notification = parse_message(json.dumps({"Records": [record]}))
+    assert notification.uploads == []
+    assert "eventName None" in notification.ignored[0]
+
+
+def test_emoji_newer_than_the_runtime_are_allowed():
+    assert parse_target("issues/1/\U0001fae8 shaking face.jpg").file_name.endswith("shaking face.jpg")

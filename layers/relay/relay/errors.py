@@ -13,6 +13,7 @@ REDACTED = "[redacted]"
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 # What a code may hold: it lands in an S3 tag (a restricted character set) and in logs.
 _CODE = re.compile(r"[^A-Za-z0-9_.:-]")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class Outcome(StrEnum):
@@ -294,7 +295,8 @@ def redact_error(error: VendorError, secrets: Iterable[str] = ()) -> VendorError
     error.code = redact(error.code, held)
     error.target = redact(error.target, held) if error.target else None
     error.body = redact(error.body, held) if error.body else None
-    error.details = [{k: redact(v, held) if isinstance(v, str) else v for k, v in d.items()} for d in error.details]
+    error.request_id = redact(error.request_id, held) if error.request_id else None
+    error.details = [{k: redact(v, held) for k, v in d.items()} for d in error.details]
     error.args = (error.message,)
     return error
 
@@ -326,8 +328,14 @@ def error_from_response(
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     code, message, target, details = fields(_parse_body(text))
     code = safe_code(code)
+    # Details keep their string fields only: a nested object could carry anything, a credential included.
+    details = [
+        {k: v for k, v in d.items() if k in ("code", "message", "target") and isinstance(v, str)} for d in details
+    ]
     cls = error_class_for(status)
     request_id = next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None)
+    if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
+        request_id = None  # an id is a short token of plain characters; anything else is not kept
     return cls(
         message or f"HTTP {status} with no readable error body",
         http_status=status,

@@ -22,7 +22,6 @@ from relay.errors import (
 from relay.observability import tracer
 from relay.transport.requestor import Requestor
 from relay.transport.retry import Deadline
-from relay.transport.urls import origin_of
 
 
 class ClientCredentialsTokens:
@@ -61,15 +60,6 @@ class ClientCredentialsTokens:
 
     @tracer.capture_method(capture_response=False)
     def _mint(self, secret: PlatformSecret) -> dict[str, Any]:
-        # The client secret follows the same origin rule as the bearer token: a token_url on an unlisted
-        # (or plain-http) host is the secret's misconfiguration, and nothing is sent there.
-        try:
-            self.endpoint.check_trusted(secret.token_url, "the client secret")
-        except UnsafeLocationError as error:
-            raise ConfigurationError(
-                f"secret {secret.secret_id!r}: field 'token_url' is not allowed ({error.message}); "
-                "list its host in RELAY_ALLOWED_TOKEN_HOSTS"
-            ) from None
         form = {
             "grant_type": "client_credentials",
             "client_id": secret.client_id,
@@ -123,7 +113,15 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
 
     A refresh grant is not idempotent: its refresh token dies on first use, so a lost answer is not resent.
     """
-    where = origin_of(url)  # where the POST goes, for every message below
+    # The client secret follows the same origin rule as the bearer token: a token_url on an unlisted (or
+    # plain-http) host is the secret's misconfiguration, and nothing is sent there. The refresher too.
+    try:
+        where = endpoint.check_trusted(url, "the client secret")
+    except UnsafeLocationError as error:
+        raise ConfigurationError(
+            f"field 'token_url' of the secret is not allowed ({error.message}); "
+            "list its host in RELAY_ALLOWED_TOKEN_HOSTS"
+        ) from None
     try:
         response = endpoint.request(
             "POST",

@@ -88,6 +88,8 @@ def _upload(index: int, record: object) -> Upload | str:
     if not isinstance(bucket, str) or not isinstance(raw_key, str) or not isinstance(obj, dict):
         raise MalformedMessageError(f"record {index} has a non-string bucket or key")
     version_id, etag = _text(obj.get("versionId")), _text(obj.get("eTag"))
+    if version_id == "null":
+        version_id = None  # versioning suspended: every such upload is "null", so the eTag must name it
     if version_id is None and etag is None:
         raise MalformedMessageError(f"record {index} has neither a versionId nor an eTag to identify the upload")
     size = obj.get("size")

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+from functools import partial
 from typing import IO, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -124,19 +125,23 @@ class ObjectStore:
 
     def exists(self, upload: Upload) -> bool:
         """Whether the upload's version (or, unversioned, its eTag) is still listed under its key."""
-        answer = self._call(
-            "listing",
-            upload,
-            lambda: self.client.list_object_versions(Bucket=upload.bucket, Prefix=upload.key, MaxKeys=1000),
-        )
-        for version in answer.get("Versions", []):
-            if version.get("Key") != upload.key:
-                continue
-            if upload.version_id is not None and version.get("VersionId") == upload.version_id:
-                return True
-            if upload.version_id is None and version.get("IsLatest"):
-                return upload.etag is None or str(version.get("ETag", "")).strip('"') == upload.etag
+        markers: dict[str, str] = {}
+        for _ in range(1000):  # pages of 1,000 versions: a bound, far past any real key's history
+            answer = self._call("listing", upload, partial(self._versions, upload, dict(markers)))
+            for version in answer.get("Versions", []):
+                if version.get("Key") != upload.key:
+                    continue
+                if upload.version_id is not None and version.get("VersionId") == upload.version_id:
+                    return True
+                if upload.version_id is None and version.get("IsLatest"):
+                    return upload.etag is None or str(version.get("ETag", "")).strip('"') == upload.etag
+            if not answer.get("IsTruncated"):
+                return False
+            markers = {"KeyMarker": answer["NextKeyMarker"], "VersionIdMarker": answer["NextVersionIdMarker"]}
         return False
+
+    def _versions(self, upload: Upload, markers: dict[str, str]) -> Any:
+        return self.client.list_object_versions(Bucket=upload.bucket, Prefix=upload.key, **markers)
 
     def open(self, upload: Upload, size: int) -> IO[bytes]:
         """A fresh streaming body for each attempt; nothing is read into memory or onto /tmp."""

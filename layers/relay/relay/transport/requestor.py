@@ -20,6 +20,7 @@ from relay.errors import (
     VendorError,
     error_from_response,
     generic_error_fields,
+    redact,
     redact_error,
 )
 from relay.transport.retry import Deadline, RetryPolicy
@@ -30,6 +31,7 @@ Body = bytes | IO[bytes] | Iterable[bytes] | Mapping[str, str] | None
 # A body factory is called once per attempt, so a retried upload starts from a fresh stream.
 BodyFactory = Callable[[], Body]
 SUCCESS = range(200, 300)
+ERROR_BODY_LIMIT = 64 * 1024
 
 
 class TokenSource(Protocol):
@@ -180,7 +182,7 @@ class Requestor:
                 params=params,
                 headers=merged,
                 timeout=self.timeout,
-                stream=stream,
+                stream=True,  # so an unexpected answer is read only up to ERROR_BODY_LIMIT
                 allow_redirects=False,
             )
         except requests.ConnectTimeout as exc:
@@ -201,8 +203,10 @@ class Requestor:
                 f"{method} {host}: the request could not be sent ({type(exc).__name__})", code="RequestError"
             ) from None
         if raw.status_code in expect:
+            if not stream:
+                _ = raw.content  # read now, as a non-streamed request would, and free the connection
             return Response(raw.status_code, raw.headers, raw)
-        content = raw.content
+        content = redact(_capped(raw).decode("utf-8", "replace"), [token or ""])
         raw.close()
         if raw.status_code >= 400:
             # Before anyone logs or stores it: a vendor may echo the Authorization header back.
@@ -213,6 +217,14 @@ class Requestor:
         raise UnexpectedStatusError(
             f"{method} {host} answered {raw.status_code}; expected {_describe(expect)}", http_status=raw.status_code
         )
+
+
+def _capped(raw: requests.Response) -> bytes:
+    """At most ERROR_BODY_LIMIT bytes of an answer we will not use: a hostile host may stream forever."""
+    try:
+        return next(raw.iter_content(ERROR_BODY_LIMIT), b"")
+    except requests.RequestException:
+        return b""
 
 
 def _describe(expect: Collection[int]) -> str:

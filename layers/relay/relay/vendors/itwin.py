@@ -25,7 +25,19 @@ class CreatedAttachment:
     location: str
 
 
+def usable_id(value: object) -> bool:
+    """An id that names one attachment only: not `.` or `..` (urllib3 resolves them), no slash, no control."""
+    return (
+        isinstance(value, str)
+        and value not in ("", ".", "..")
+        and not any(ch in value for ch in "/\\")
+        and value.isprintable()
+    )
+
+
 def _path(kind: Kind, parent_id: str, attachment_id: str | None = None) -> str:
+    if attachment_id is not None and not usable_id(attachment_id):
+        raise MalformedResponseError(f"refusing to address attachment id {attachment_id!r}")
     path = f"/{kind}/{quote(parent_id, safe='')}/attachments"
     return f"{path}/{quote(attachment_id, safe='')}" if attachment_id else path
 
@@ -65,7 +77,8 @@ class ITwinClient:
         path = urlsplit(location).path
         if not path.startswith(prefix) or "/" in path[len(prefix) :].strip("/"):
             return None
-        return unquote(path[len(prefix) :].strip("/")) or None
+        attachment_id = unquote(path[len(prefix) :].strip("/"))
+        return attachment_id if usable_id(attachment_id) else None
 
     def upload(
         self, location: str, body: BodyFactory, size: int, content_type: str = "application/octet-stream"

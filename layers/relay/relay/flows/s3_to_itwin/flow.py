@@ -33,6 +33,7 @@ from relay.errors import (
     Outcome,
     RelayError,
     SupersededError,
+    UnexpectedStatusError,
     UnresolvedCreateError,
     UnsafeLocationError,
     VendorConnectionError,
@@ -44,7 +45,7 @@ from relay.observability import logger, metrics
 from relay.settings import Settings
 from relay.transport.retry import Deadline
 from relay.vendors.factory import itwin_client
-from relay.vendors.itwin import CreatedAttachment, ITwinClient
+from relay.vendors.itwin import CreatedAttachment, ITwinClient, usable_id
 
 IDEMPOTENCY_EXPIRY = 7 * 24 * 3600
 # The outcome statuses that a user sees for each error outcome (RETRY becomes FAILED on the last delivery).
@@ -113,6 +114,16 @@ class _Attempt:
             error_code=_code(error),
             message=_message(error),
         )
+
+
+def _is_candidate(listed: dict[str, Any], target: ItwinTarget, info: ObjectInfo | None) -> bool:
+    """A file-less attachment with this upload's name, and (when known) its caption and binding."""
+    if listed.get("fileName") != target.file_name or listed.get("size") or not usable_id(listed.get("id")):
+        return False
+    if info is None:
+        return True
+    # Two versions of one key may differ in caption or binding: never take the other's metadata.
+    return all((listed.get(name) or None) == (info.metadata.get(name) or None) for name in ("caption", "binding"))
 
 
 def _code(error: BaseException | None) -> str | None:
@@ -209,6 +220,8 @@ class S3ToItwinFlow:
             except Exception as error:  # noqa: BLE001 - the catch-all: never lose an upload to a surprise
                 logger.exception("relaying an upload failed unexpectedly", extra={"upload": upload.identity})
                 retry = error
+                if final:
+                    self._tag_failed_anyway(upload, error)
         if notification.malformed:
             # The good records are relayed (and remembered); the message returns, and ends in the DLQ, for these.
             logger.error("malformed records", extra={"message_id": message_id, "errors": notification.malformed})
@@ -216,6 +229,13 @@ class S3ToItwinFlow:
         if retry is not None:
             raise RetryLaterError(_message(retry) or "", code=_code(retry)) from retry
         return results
+
+    def _tag_failed_anyway(self, upload: Upload, error: BaseException) -> None:
+        """The last delivery failed before an outcome was written (the table is down): tag it, at least."""
+        try:
+            self.objects.tag(upload, Status.FAILED, None, _code(error))
+        except Exception:  # noqa: BLE001 - best effort; the log line above says what happened
+            logger.exception("could not tag a failed upload on its last delivery", extra={"upload": upload.identity})
 
     # -- one upload -----------------------------------------------------------------------------
 
@@ -266,7 +286,7 @@ class S3ToItwinFlow:
         if record.step in (Step.CREATED, Step.UPLOADED) and record.location and record.attachment_id:
             return CreatedAttachment(record.attachment_id, record.location)  # resume: never a second POST
         if record.step == Step.CREATING:
-            adopted = self._adopt(up, target)
+            adopted = self._adopt(up, target, info)
             if adopted is not None:
                 return self._record_created(up, adopted, record)
         self.records.update(up, step=Step.CREATING)
@@ -280,7 +300,7 @@ class S3ToItwinFlow:
             )
         except VendorConnectionError as error:
             # The POST may have landed with its answer lost: look for it before anyone POSTs again.
-            adopted = self._adopt(up, target) if error.ambiguous else None
+            adopted = self._adopt(up, target, info) if error.ambiguous else None
             if adopted is None:
                 if error.ambiguous:
                     attempt.unresolved_create = (
@@ -289,25 +309,28 @@ class S3ToItwinFlow:
                     )
                 raise
             return self._record_created(up, adopted, record)
-        except (MissingLocationError, UnsafeLocationError) as error:
-            # The metadata exists but its Location is unusable: find it as a lost answer would be, so that
-            # concluding deletes it (never by an id read from a hostile Location).
+        except (MissingLocationError, UnsafeLocationError, UnexpectedStatusError) as error:
+            # The metadata may exist while the answer is unusable (no Location, a hostile one, a redirect): find
+            # it as a lost answer would be, so that concluding deletes it (never by an id read from the answer).
             try:
-                attempt.created = self._adopt(up, target)
+                attempt.created = self._adopt(up, target, info)
             except UnresolvedCreateError as unresolved:
-                self.records.update(up, orphan_suspected=str(unresolved)[:1000])
-            if attempt.created is None:
-                logger.warning("the metadata of an unusable create was not found", extra={"error": str(error)})
+                attempt.unresolved_create = str(unresolved)[:1000]
+            if attempt.created is None and attempt.unresolved_create is None:
+                attempt.unresolved_create = (
+                    f"the create was answered unusably ({error.code}) and no file-less {target.file_name!r} was "
+                    f"found under {target.describe()}: if one appears, it is this upload's orphan"
+                )
             raise
         if created.attachment_id is None:
             # A Location on another allowed host need not name the id: find the metadata as a lost answer would.
-            found = self._adopt(up, target)
+            found = self._adopt(up, target, info)
             if found is None:
                 raise UnresolvedCreateError("the create's Location names no attachment id, and listing found none")
             return self._record_created(up, CreatedAttachment(found.attachment_id, created.location), record)
         if not self.records.claim(target.claim_key(created.attachment_id), up):
             # Another upload's adoption took it between our POST and our claim; theirs may now be ours.
-            adopted = self._adopt(up, target)
+            adopted = self._adopt(up, target, info)
             if adopted is None:
                 raise ClaimConflictError(f"attachment {created.attachment_id} was claimed by another upload")
             created = adopted
@@ -318,7 +341,7 @@ class S3ToItwinFlow:
         record.step = Step.CREATED
         return created
 
-    def _adopt(self, up: Upload, target: ItwinTarget) -> CreatedAttachment | None:
+    def _adopt(self, up: Upload, target: ItwinTarget, info: ObjectInfo | None = None) -> CreatedAttachment | None:
         """Take the metadata an interrupted create made, without trusting anyone's clock.
 
         The rule: a candidate has this upload's file name and no file yet, and no other upload has claimed
@@ -330,7 +353,7 @@ class S3ToItwinFlow:
         listing_error: RelayError | None = None
         try:
             for a in self.itwin.list_attachments(target.kind, target.parent_id):
-                if a.get("fileName") == target.file_name and not a.get("size") and isinstance(a.get("id"), str):
+                if _is_candidate(a, target, info):
                     candidates.append(a)
         except (VendorError, UnsafeLocationError) as error:
             # The listing's own answer failed (an HTML 200, a next link on another host). A token or

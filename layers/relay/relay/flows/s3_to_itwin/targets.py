@@ -12,7 +12,8 @@ MAX_ID_CHARS = 128
 MAX_FILE_NAME_CHARS = 255
 # Format characters that reorder or hide text (bidi controls, BOM); ZWJ and ZWNJ stay, emoji sequences need them.
 _HIDING_FORMAT = {0x061C, 0x200B, 0x200E, 0x200F, 0x2060, 0xFEFF, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
-_REFUSED_CATEGORIES = ("Cc", "Cs", "Co", "Cn", "Zl", "Zp")
+# Unassigned (Cn) and private-use (Co) characters pass: emoji newer than the runtime's Unicode are Cn.
+_REFUSED_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 
 
 @dataclass(frozen=True)
