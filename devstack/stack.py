@@ -11,6 +11,7 @@ import boto3
 import requests
 
 from devstack.template import ROOT, Resolver, load
+from sandbox.seed import APS_CLIENT, ITWIN_CLIENT, seed
 
 STACK_NAME = "attachment-relay"
 ACCOUNT_ID = "123456789012"
@@ -19,10 +20,6 @@ LOG_DIR = ROOT / ".local"  # the stack's state, its processes' logs and the func
 STATE_FILE = LOG_DIR / "stack.json"
 
 # Sandbox credentials the local secrets hold. They are only valid against the local sandbox.
-ITWIN_CLIENT = ("relay-local-itwin", "local-itwin-client-secret")
-APS_CLIENT = ("relay-local-aps", "local-aps-client-secret")
-DEMO_ISSUES = ("ISSUE-1001", "ISSUE-1002", "ISSUE-ÜNICODE-7")
-DEMO_FORMS = ("FORM-2001",)
 
 
 @dataclass
@@ -98,7 +95,7 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
         "AllowedTokenHosts": sandbox_url,
     }
     stack = LocalStack(moto_url, sandbox_url)
-    seed_sandbox(sandbox_url)
+    seed(sandbox_url)  # the sandbox's own demo data: one definition for `make sandbox` and the stack
 
     for logical, res in resolver.resources("AWS::SecretsManager::Secret").items():
         _create_secret(stack, resolver, logical, res["Properties"], sandbox_url)
@@ -121,25 +118,6 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
             if event["Type"] == "SQS":
                 stack.resources[f"{logical}.queue_arn"] = resolver.resolve(event["Properties"]["Queue"])
     return stack
-
-
-def seed_sandbox(url: str) -> None:
-    """Sandbox clients and the demo's issues, forms and BIM 360 project."""
-    session = requests.Session()
-
-    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = session.post(f"{url}/__sandbox/{path}", json=body, timeout=10)
-        response.raise_for_status()
-        return response.json() if response.content else {}
-
-    post("clients", {"platform": "itwin", "client_id": ITWIN_CLIENT[0], "client_secret": ITWIN_CLIENT[1]})
-    post("clients", {"platform": "aps", "client_id": APS_CLIENT[0], "client_secret": APS_CLIENT[1]})
-    for issue in DEMO_ISSUES:
-        post("itwin/issues", {"id": issue})
-    for form in DEMO_FORMS:
-        post("itwin/forms", {"id": form})
-    project = post("aps/projects", {"hub": "b.demo-hub", "project": "b.demo-project", "name": "Demo"})
-    post("aps/rfis", {"container": project["container"], "rfi": "RFI-1"})
 
 
 def _create_secret(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any], sandbox: str) -> None:

@@ -47,7 +47,7 @@ def make_item(harness: Harness, client: ApsClient, data: bytes, name: str) -> tu
 
 
 def test_reused_refresh_token_is_refused(harness: Harness):
-    from devstack.stack import APS_CLIENT
+    from sandbox.seed import APS_CLIENT
 
     first = harness.admin("POST", "aps/refresh-tokens", {"client_id": APS_CLIENT[0]})["refresh_token"]
     form = {

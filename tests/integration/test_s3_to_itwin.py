@@ -12,6 +12,7 @@ from relay.aws.s3objects import ObjectStore
 from relay.errors import ObjectStoreError, VendorConnectionError
 from relay.vendors.itwin import ITwinClient
 from tests.integration.conftest import Harness, lambda_sqs_event, s3_message, sha256
+from tests.s3_roles import WithoutListBucket
 
 pytestmark = pytest.mark.integration
 PHOTO = b"\x89PNG fake photo bytes " * 400
@@ -649,33 +650,6 @@ def test_a_lost_create_then_an_html_listing_is_retried_not_failed(harness: Harne
     assert outcome.status == "attached"
     (att,) = harness.attachments(issue)
     assert att["sha256"] == sha256(PHOTO)
-
-
-class WithoutListBucket:
-    """S3 as a role without ListBucket on a key sees it: a HEAD of a missing key or version answers 403."""
-
-    def __init__(self, client, always: bool = False) -> None:
-        self._client = client
-        self._always = always
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
-
-    def head_object(self, **kwargs):
-        from botocore.exceptions import ClientError
-
-        denied = ClientError(
-            {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
-            "HeadObject",
-        )
-        if self._always:
-            raise denied
-        try:
-            return self._client.head_object(**kwargs)
-        except ClientError as exc:
-            if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
-                raise denied from None
-            raise
 
 
 def test_a_head_403_for_a_deleted_version_is_skipped_not_lost(harness: Harness):

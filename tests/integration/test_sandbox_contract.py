@@ -52,7 +52,7 @@ CREATE_EXAMPLE = request_example(ISSUES_PAGE)
 
 @pytest.fixture
 def token(harness: Harness) -> str:
-    from devstack.stack import ITWIN_CLIENT
+    from sandbox.seed import ITWIN_CLIENT
 
     response = requests.post(
         f"{harness.sandbox}/connect/token",

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from relay.aws.s3events import Upload
 from relay.aws.s3objects import MAX_TAGS, ObjectStore, decode_metadata
 from relay.errors import ObjectGoneError, ObjectStoreError
+from tests.s3_roles import WithoutListBucket
 
 
 def upload_of(aws, key: str, fields: dict[str, Any]) -> Upload:
@@ -98,33 +99,6 @@ def test_rfc2047_metadata(raw, expected):
 @given(st.text(max_size=80))
 def test_decode_metadata_never_loses_text(text):
     assert decode_metadata(text) or text == ""
-
-
-class WithoutListBucket:
-    """S3 as a role without ListBucket on the key sees it: a HEAD of a missing key or version answers 403."""
-
-    def __init__(self, client: Any, always: bool = False) -> None:
-        self._client = client
-        self._always = always
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def head_object(self, **kwargs: Any) -> Any:
-        from botocore.exceptions import ClientError
-
-        denied = ClientError(
-            {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
-            "HeadObject",
-        )
-        if self._always:
-            raise denied
-        try:
-            return self._client.head_object(**kwargs)
-        except ClientError as exc:
-            if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
-                raise denied from None
-            raise
 
 
 def test_a_head_403_for_a_deleted_version_is_the_deleted_case(aws):
