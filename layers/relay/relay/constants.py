@@ -19,6 +19,13 @@ RETRY_MAX_DELAY_ENV = "RELAY_RETRY_MAX_DELAY"
 MAX_RETRY_AFTER_ENV = "RELAY_MAX_RETRY_AFTER"
 SECRET_MAX_AGE_ENV = "RELAY_SECRET_MAX_AGE"
 MAX_RECEIVE_COUNT_ENV = "RELAY_MAX_RECEIVE_COUNT"
+ARCHIVE_BUCKET_ENV = "RELAY_ARCHIVE_BUCKET"
+ARCHIVE_QUEUE_URL_ENV = "RELAY_ARCHIVE_QUEUE_URL"
+ARCHIVE_JOBS_TABLE_ENV = "RELAY_ARCHIVE_JOBS_TABLE"
+ARCHIVE_PART_BYTES_ENV = "RELAY_ARCHIVE_PART_BYTES"
+ARCHIVE_JOB_STALE_SECONDS_ENV = "RELAY_ARCHIVE_JOB_STALE_SECONDS"
+PRESIGN_EXPIRY_SECONDS_ENV = "RELAY_PRESIGN_EXPIRY_SECONDS"
+API_COPY_SECONDS_ENV = "RELAY_API_COPY_SECONDS"
 
 DEFAULT_ITWIN_API_URL = "https://api.bentley.com"
 DEFAULT_APS_API_URL = "https://developer.api.autodesk.com"
@@ -36,3 +43,14 @@ DEFAULT_RETRY_MAX_DELAY = 20.0
 # A retry-after longer than this is not waited out inside an invocation: the message goes back to the queue.
 DEFAULT_MAX_RETRY_AFTER = 60.0
 DEFAULT_SECRET_MAX_AGE = 300
+# Archived copies live under this prefix, which no bucket notification names: the relay never triggers itself.
+ARCHIVE_PREFIX = "archive/"
+# Large copies stream here first, so the final key is written once, whole, with its sha256 in the metadata.
+STAGING_PREFIX = "staging/"
+# S3's smallest multipart part (except the last) is 5 MiB; one part is what a copy holds in memory.
+MIN_ARCHIVE_PART_BYTES = 5 * 1024 * 1024
+DEFAULT_ARCHIVE_PART_BYTES = 8 * 1024 * 1024
+DEFAULT_ARCHIVE_JOB_STALE_SECONDS = 3600
+DEFAULT_PRESIGN_EXPIRY_SECONDS = 900
+# API Gateway waits 29 s: /file copies inline for at most this long, then hands the copy to the archive queue.
+DEFAULT_API_COPY_SECONDS = 20.0

@@ -126,6 +126,41 @@ class RecordStoreError(RelayError):
     outcome = Outcome.RETRY
 
 
+class QueueError(RelayError):
+    """SQS refused or failed a send: the work was not handed over."""
+
+    code = "QueueError"
+    outcome = Outcome.RETRY
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.unsent: list[Any] = []  # what was not handed over, so the caller can account for it
+
+
+class CopyTimedOutError(RelayError):
+    """A copy into the archive could not finish in the time this invocation had left: the queue finishes it."""
+
+    code = "CopyTimedOut"
+    outcome = Outcome.RETRY
+
+
+class ArchiveJobNotFoundError(RelayError):
+    """No archive job has that id (or it expired)."""
+
+    code = "ArchiveJobNotFound"
+
+
+class InvalidInputError(RelayError):
+    """A path or query value that the API refuses; `field` names it."""
+
+    code = "ValidationError"
+    outcome = Outcome.REJECTED
+
+    def __init__(self, message: str, *, field: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
 # -- vendor answers ------------------------------------------------------------------------------
 
 
@@ -216,6 +251,13 @@ class UnexpectedStatusError(VendorError):
     """A status the vendor page does not document for this call (a redirect, a 200 for a create)."""
 
     code = "UnexpectedStatus"
+
+
+class IncompleteDownloadError(VendorError):
+    """A download ended with a different number of bytes than the listing said the file holds."""
+
+    code = "IncompleteDownload"
+    outcome = Outcome.RETRY
 
 
 class VendorConnectionError(VendorError):

@@ -44,6 +44,22 @@ def _optional_int(raw: str, name: str) -> int | None:
     return int(_positive(int)(raw, name)) if raw else None
 
 
+def _part_size(raw: str, name: str) -> int:
+    value = int(_positive(int)(raw, name))
+    if value < c.MIN_ARCHIVE_PART_BYTES:
+        raise ConfigurationError(
+            f"{name} must be at least {c.MIN_ARCHIVE_PART_BYTES} (S3's smallest part), got {raw!r}"
+        )
+    return value
+
+
+def _presign_expiry(raw: str, name: str) -> int:
+    value = int(_positive(int)(raw, name))
+    if value > 7 * 24 * 3600:
+        raise ConfigurationError(f"{name} must be at most 604800 (SigV4's longest pre-signed URL), got {raw!r}")
+    return value
+
+
 class Field(NamedTuple):
     env: str
     parse: Callable[[str, str], Any]
@@ -70,6 +86,17 @@ TABLE: dict[str, Field] = {
     "secret_max_age": Field(c.SECRET_MAX_AGE_ENV, _positive(int), str(c.DEFAULT_SECRET_MAX_AGE)),
     # Deliveries before SQS moves a message to the DLQ; the last one tags the object failed.
     "max_receive_count": Field(c.MAX_RECEIVE_COUNT_ENV, _optional_int, ""),
+    "archive_bucket": Field(c.ARCHIVE_BUCKET_ENV, _text, ""),
+    "archive_queue_url": Field(c.ARCHIVE_QUEUE_URL_ENV, _text, ""),
+    "archive_jobs_table": Field(c.ARCHIVE_JOBS_TABLE_ENV, _text, ""),
+    "archive_part_bytes": Field(c.ARCHIVE_PART_BYTES_ENV, _part_size, str(c.DEFAULT_ARCHIVE_PART_BYTES)),
+    "archive_job_stale_seconds": Field(
+        c.ARCHIVE_JOB_STALE_SECONDS_ENV, _positive(int), str(c.DEFAULT_ARCHIVE_JOB_STALE_SECONDS)
+    ),
+    "presign_expiry_seconds": Field(
+        c.PRESIGN_EXPIRY_SECONDS_ENV, _presign_expiry, str(c.DEFAULT_PRESIGN_EXPIRY_SECONDS)
+    ),
+    "api_copy_seconds": Field(c.API_COPY_SECONDS_ENV, _positive(float), str(c.DEFAULT_API_COPY_SECONDS)),
 }
 
 
@@ -95,6 +122,13 @@ class Settings:
     max_retry_after: float = c.DEFAULT_MAX_RETRY_AFTER
     secret_max_age: int = c.DEFAULT_SECRET_MAX_AGE
     max_receive_count: int | None = None
+    archive_bucket: str = ""
+    archive_queue_url: str = ""
+    archive_jobs_table: str = ""
+    archive_part_bytes: int = c.DEFAULT_ARCHIVE_PART_BYTES
+    archive_job_stale_seconds: int = c.DEFAULT_ARCHIVE_JOB_STALE_SECONDS
+    presign_expiry_seconds: int = c.DEFAULT_PRESIGN_EXPIRY_SECONDS
+    api_copy_seconds: float = c.DEFAULT_API_COPY_SECONDS
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:

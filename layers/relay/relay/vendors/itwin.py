@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from relay.errors import ErrorFields, MalformedResponseError, MissingLocationError, generic_error_fields
+from relay.errors import ErrorFields, MalformedResponseError, MissingLocationError, NotFoundError, generic_error_fields
 from relay.transport.requestor import BodyFactory, Requestor, Response
 from relay.transport.retry import Deadline
 
@@ -94,7 +94,12 @@ class ITwinClient:
         )
 
     def list_attachments(self, kind: Kind, parent_id: str) -> Iterator[dict[str, Any]]:
-        """Every attachment, following `_links.next` / continuationToken pages (each link checked like a Location)."""
+        """Every attachment, page by page (50 each, `$top`), to the end.
+
+        The next page is `_links.next.href` (checked like a Location before the token goes there), or a
+        `continuationToken` in the body, sent back as the query parameter of the same name (BRIEF: "page at
+        50 with `$top` and `continuationToken` where they page").
+        """
         url: str | None = _path(kind, parent_id)
         params: dict[str, Any] | None = {"$top": 50}
         for _ in range(MAX_PAGES):
@@ -104,12 +109,21 @@ class ITwinClient:
             if not isinstance(payload, dict) or not isinstance(payload.get("attachments", []), list):
                 raise MalformedResponseError("attachment listing is not the documented JSON object", http_status=200)
             yield from (item for item in payload.get("attachments") or [] if isinstance(item, dict))
-            links = payload.get("_links")
-            next_ = links.get("next") if isinstance(links, dict) else None
-            next_link = next_.get("href") if isinstance(next_, dict) else None
-            url, params = (next_link, None) if isinstance(next_link, str) and next_link else (None, None)
+            url, params = _next_page(payload, _path(kind, parent_id))
         if url:
             raise MalformedResponseError(f"attachment listing still had a next page after {MAX_PAGES} pages")
+
+    def find_attachment(self, kind: Kind, parent_id: str, attachment_id: str) -> dict[str, Any]:
+        """One attachment's metadata (there is no GET for one: the listing is searched), or AttachmentNotFound."""
+        for item in self.list_attachments(kind, parent_id):
+            if item.get("id") == attachment_id:
+                return item
+        raise NotFoundError(
+            f"{kind}/{parent_id} has no attachment {attachment_id!r}",
+            http_status=404,
+            code="AttachmentNotFound",
+            target="attachmentId",
+        )
 
     def download(self, kind: Kind, parent_id: str, attachment_id: str) -> Response:
         """A streamed GET (200); the caller reads `response.raw.iter_content` and closes it."""
@@ -117,6 +131,18 @@ class ITwinClient:
 
     def delete_attachment(self, kind: Kind, parent_id: str, attachment_id: str) -> None:
         self._requestor.request("DELETE", _path(kind, parent_id, attachment_id), expect=(200, 204))
+
+
+def _next_page(payload: dict[str, Any], path: str) -> tuple[str | None, dict[str, Any] | None]:
+    links = payload.get("_links")
+    next_ = links.get("next") if isinstance(links, dict) else None
+    next_link = next_.get("href") if isinstance(next_, dict) else None
+    if isinstance(next_link, str) and next_link:
+        return next_link, None
+    token = payload.get("continuationToken")
+    if isinstance(token, str) and token:
+        return path, {"$top": 50, "continuationToken": token}
+    return None, None
 
 
 def itwin_headers() -> dict[str, str]:

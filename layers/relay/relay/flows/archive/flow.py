@@ -1,0 +1,89 @@
+"""The archive worker: each queued request becomes one current copy in S3, and is counted once in its job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from relay.aws.archive import ArchiveStore
+from relay.aws.jobs import ArchiveJobs, Result
+from relay.errors import Outcome, RelayError, outcome_of, redact
+from relay.flows.archive.archiver import Archiver, ArchiveRequest
+from relay.observability import logger, metrics
+from relay.settings import Settings
+from relay.transport.retry import Deadline
+from relay.vendors.factory import itwin_client
+from relay.vendors.itwin import ITwinClient
+
+
+class ArchiveFlow:
+    def __init__(self, settings: Settings, archiver: Archiver, jobs: ArchiveJobs) -> None:
+        self.settings = settings
+        self.archiver = archiver
+        self.jobs = jobs
+
+    def handle_record(self, record: SQSRecord, context: Any) -> Result:
+        """Archive one request. A retryable failure raises (the message returns to the queue) until the last
+        delivery; then, like every other failure, it is counted `failed` with its code and the message is done."""
+        self.archiver.itwin.use_deadline(Deadline.from_context(context))
+        request = ArchiveRequest.parse(record.body)
+        receives = int(record.attributes.approximate_receive_count or 1)
+        final = self.settings.max_receive_count is not None and receives >= self.settings.max_receive_count
+        where = {"kind": request.kind, "parent": request.parent_id, "attachment": request.attachment.id}
+        try:
+            archived = self.archiver.ensure(request.kind, request.parent_id, request.attachment)
+        except Exception as error:
+            outcome = outcome_of(error)
+            code = error.code if isinstance(error, RelayError) else type(error).__name__
+            details = {**where, "error": code, "receives": receives}
+            if outcome is Outcome.RETRY and not final:
+                logger.warning("archive failed; the message goes back to the queue", extra=details)
+                raise
+            logger.error("archive failed", extra=details, exc_info=not isinstance(error, RelayError))
+            metrics.add_metric(name="ArchivesFailed", unit="Count", value=1)
+            self._count(request, Result.FAILED, code, redact(str(error)))
+            return Result.FAILED
+        result = Result.ARCHIVED if archived.copied else Result.SKIPPED
+        logger.info("archived" if archived.copied else "already archived", extra={**where, "key": archived.copy.key})
+        metrics.add_metric(name="ArchivesCopied" if archived.copied else "ArchivesSkipped", unit="Count", value=1)
+        self._count(request, result)
+        return result
+
+    def _count(self, request: ArchiveRequest, result: Result, code: str = "", message: str = "") -> None:
+        if request.job_id:
+            self.jobs.record(request.job_id, request.attachment.id, result, code, message)
+
+
+def archive_store(settings: Settings, s3_client: Any = None) -> ArchiveStore:
+    return ArchiveStore(
+        s3_client or boto3.client("s3"), settings.require("archive_bucket"), part_size=settings.archive_part_bytes
+    )
+
+
+def archive_jobs(settings: Settings, dynamodb_client: Any = None) -> ArchiveJobs:
+    return ArchiveJobs(
+        settings.require("archive_jobs_table"),
+        dynamodb_client or boto3.client("dynamodb"),
+        stale_after=settings.archive_job_stale_seconds,
+    )
+
+
+def build_archive(
+    settings: Settings | None = None,
+    *,
+    s3_client: Any = None,
+    dynamodb_client: Any = None,
+    itwin: ITwinClient | None = None,
+    **client_options: Any,
+) -> ArchiveFlow:
+    """Wire the worker from the environment, once per container; tests pass their own collaborators."""
+    settings = settings or Settings.load()
+    if settings.max_receive_count is None:
+        logger.warning("RELAY_MAX_RECEIVE_COUNT is not set; a failing archive reaches the DLQ uncounted")
+    return ArchiveFlow(
+        settings,
+        Archiver(itwin or itwin_client(settings, **client_options), archive_store(settings, s3_client)),
+        archive_jobs(settings, dynamodb_client),
+    )

@@ -1,0 +1,176 @@
+"""What the API decides: listings with their archive state, a file handed out as a URL, archive jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from relay.aws.archive import ArchivedCopy
+from relay.aws.jobs import ArchiveJob, ArchiveJobs, Result
+from relay.aws.queues import WorkQueue
+from relay.errors import ArchiveJobNotFoundError, CopyTimedOutError, InvalidInputError, QueueError
+from relay.flows.archive import Archiver, ArchiveRequest, AttachmentInfo, archive_jobs, archive_store
+from relay.observability import logger
+from relay.settings import Settings
+from relay.transport.retry import Deadline
+from relay.vendors.factory import itwin_client
+from relay.vendors.itwin import ITwinClient, Kind, usable_id
+
+MAX_ID = 128
+# Seconds of a request kept back from copying, to answer (API Gateway cuts at 29 s).
+ANSWER_MARGIN = 4.0
+COPY_RETRY_AFTER = 10
+
+
+def check_id(field: str, value: str) -> str:
+    """Ids follow the upload keys' rules: no `/`, no control or format characters, not a dot segment, ≤ 128."""
+    if len(value) > MAX_ID:
+        raise InvalidInputError(f"{field} is longer than {MAX_ID} characters", field=field)
+    if not usable_id(value):
+        raise InvalidInputError(f"{field} must not be empty, '.' or '..', or hold '/', '\\' or controls", field=field)
+    return value
+
+
+@dataclass(frozen=True)
+class Link:
+    copy: ArchivedCopy
+    url: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    key: str
+    retry_after: int
+
+
+class AttachmentsService:
+    def __init__(
+        self,
+        settings: Settings,
+        archiver: Archiver,
+        jobs: ArchiveJobs,
+        queue: WorkQueue,
+        *,
+        presigner: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.archiver = archiver
+        self.jobs = jobs
+        self.queue = queue
+        self.presigner = presigner
+        self.clock = clock
+        # The S3 listing runs beside iTwin's: a listing costs the slower of the two, not their sum.
+        self._beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay-api")
+
+    @property
+    def itwin(self) -> ITwinClient:
+        return self.archiver.itwin
+
+    def start_request(self, context: Any) -> None:
+        self.itwin.use_deadline(Deadline.from_context(context))
+
+    def _infos(self, kind: Kind, parent_id: str) -> list[AttachmentInfo]:
+        return [AttachmentInfo.from_itwin(item) for item in self.itwin.list_attachments(kind, parent_id)]
+
+    def attachments(self, kind: Kind, parent_id: str) -> list[dict[str, Any]]:
+        """Every attachment (all pages), each with `archived` and, when it is, `archiveKey`."""
+        copies = self._beside.submit(self.archiver.store.copies, kind, parent_id)
+        infos = self._infos(kind, parent_id)  # iTwin's error wins: the listing is what was asked for
+        archived = copies.result()
+        listed = []
+        for info in infos:
+            key = self.archiver.key(kind, parent_id, info)
+            current = key in archived and info.size is not None and archived[key] == info.size
+            listed.append({**info.as_dict(), "archived": current, "archiveKey": key if current else None})
+        return listed
+
+    def file(self, kind: Kind, parent_id: str, attachment_id: str, remaining: float | None) -> Link | Pending:
+        """A pre-signed URL of a current copy, made now when it fits in the time left, else queued."""
+        info = AttachmentInfo.from_itwin(self.itwin.find_attachment(kind, parent_id, attachment_id))
+        copy = self.archiver.current(kind, parent_id, info)
+        if copy is None:
+            budget = self.settings.api_copy_seconds
+            if remaining is not None:
+                budget = min(budget, remaining - ANSWER_MARGIN)
+            try:
+                if budget <= 0:
+                    raise CopyTimedOutError("no time left in this request to copy")
+                copy = self.archiver.ensure(kind, parent_id, info, deadline=self.clock() + budget).copy
+            except CopyTimedOutError as timed_out:
+                logger.info("copy handed to the archive queue", extra={"attachment": info.id, "why": timed_out.message})
+                self.queue.send([ArchiveRequest(kind, parent_id, info).body()])
+                return Pending(self.archiver.key(kind, parent_id, info), COPY_RETRY_AFTER)
+        expiry = self.settings.presign_expiry_seconds
+        url = self.archiver.store.presign(copy, expiry, info.fileName, self.presigner)
+        expires = datetime.now(UTC) + timedelta(seconds=expiry)
+        return Link(copy, url, expires.isoformat(timespec="seconds").replace("+00:00", "Z"))
+
+    def archive(self, kind: Kind, parent_id: str) -> tuple[ArchiveJob, bool]:
+        """Start archiving every attachment of the parent, or return the job already running for it."""
+        running = self.jobs.running(kind, parent_id)
+        if running is not None:
+            return running, False
+        infos = self._infos(kind, parent_id)
+        job, created = self.jobs.start(kind, parent_id, len(infos))
+        if not created or not infos:
+            return job, created
+        try:
+            self.queue.send([ArchiveRequest(kind, parent_id, info, job.job_id).body() for info in infos])
+        except QueueError as error:
+            # What did not reach the queue is counted failed, so the job still ends and frees the parent.
+            logger.error("archive requests not queued", extra={"job": job.job_id, "unsent": len(error.unsent)})
+            for body in error.unsent:
+                self.jobs.record(job.job_id, body["attachment"]["id"], Result.FAILED, error.code, error.message)
+            job = self.jobs.get(job.job_id) or job
+        return job, True
+
+    def job(self, job_id: str) -> ArchiveJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ArchiveJobNotFoundError(f"no archive job {job_id!r} (jobs are kept 30 days)")
+        return job
+
+
+def build_attachments_api(
+    settings: Settings | None = None,
+    *,
+    s3_client: Any = None,
+    dynamodb_client: Any = None,
+    sqs_client: Any = None,
+    itwin: ITwinClient | None = None,
+    **client_options: Any,
+) -> AttachmentsService:
+    """Wire the service from the environment, once per container; tests pass their own collaborators."""
+    settings = settings or Settings.load()
+    s3 = s3_client or boto3.client("s3", config=Config(signature_version="s3v4"))
+    return AttachmentsService(
+        settings,
+        Archiver(itwin or itwin_client(settings, **client_options), archive_store(settings, s3)),
+        archive_jobs(settings, dynamodb_client),
+        WorkQueue(sqs_client or boto3.client("sqs"), settings.require("archive_queue_url")),
+    )
+
+
+_service: AttachmentsService | None = None
+
+
+def service() -> AttachmentsService:
+    """The container's service, built on first use (the OpenAPI route needs none); tests set their own."""
+    global _service
+    if _service is None:
+        _service = build_attachments_api()
+    return _service
+
+
+def use_service(replacement: AttachmentsService | None) -> None:
+    global _service
+    _service = replacement
