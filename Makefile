@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 export PYTHONPATH := $(CURDIR)/layers/relay:$(CURDIR)
 SANDBOX_PORT ?= 8900
 
-.PHONY: help demo test lint typecheck validate build unit sandbox-tier integration bench sandbox stack-up stack-down stack-status clean
+.PHONY: help demo test lint typecheck validate build unit sandbox-tier integration bench sandbox stack-up stack-down stack-status openapi api clean
 
 ## help: list the targets, one line each
 help:
@@ -92,6 +92,10 @@ stack-down: $(VENV)/.installed
 ## stack-status: show what the local stack runs and holds
 stack-status: $(VENV)/.installed
 	$(PY) -m devstack status
+
+## openapi: write docs/openapi.json from the API's routes (a unit test fails when it is out of date)
+openapi: $(VENV)/.installed
+	$(PY) -m devstack.openapi
 
 ## clean: remove build output, caches and .local (the stack's state and logs: stop it first)
 clean:

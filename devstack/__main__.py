@@ -236,7 +236,12 @@ def upload(
 
 
 def default_function(stack: LocalStack) -> str:
+    """The function fed by the queue that the upload bucket notifies (the uploads' function), if just one."""
     fed = sorted(k.removesuffix(".queue_arn") for k in stack.resources if k.endswith(".queue_arn"))
+    notified = {arn for k, v in stack.resources.items() if k.endswith(".notifies") for arn in v.split(",")}
+    uploads = [f for f in fed if stack.resources[f"{f}.queue_arn"] in notified]
+    if len(uploads) == 1:
+        return uploads[0]
     if len(fed) != 1:
         raise SystemExit(f"name the function to deliver to: {', '.join(fed) or '(no function reads a queue)'}")
     return fed[0]
@@ -407,7 +412,9 @@ def parser() -> argparse.ArgumentParser:
     put.add_argument("--create-parent", action="store_true", help="create the key's issue or form in the sandbox")
 
     drain = sub.add_parser("deliver", help="deliver the queued notifications to the function, as Lambda's SQS trigger")
-    drain.add_argument("function", nargs="?", help="logical id in template.yaml (default: the one with a queue)")
+    drain.add_argument(
+        "function", nargs="?", help="logical id in template.yaml (default: the one the bucket's notifications feed)"
+    )
     drain.add_argument("--max-seconds", type=float, default=300.0, help="stop after this long (default 300)")
     drain.add_argument("--log-file", type=Path, help="where the function's logs go (default .local/<function>.log)")
 

@@ -113,10 +113,19 @@ def check_function(stack: LocalStack, function: str) -> dict[str, str]:
     return stack.handlers[function]
 
 
+def enter_environment(stack: LocalStack, function: str) -> None:
+    """This process's environment as the function's container would have it: its own variables set, and the
+    variables only other functions of the template set removed (one process plays every container)."""
+    own = stack.env(function)
+    for name in {k for other in stack.functions if other != function for k in stack.env(other)} - own.keys():
+        os.environ.pop(name, None)
+    os.environ.update(own)
+
+
 def load_handler(stack: LocalStack, function: str) -> Callable[[Any, Any], Any]:
     """Import the function's module once per process, with its environment and layers set first, as Lambda does."""
     spec_info = check_function(stack, function)
-    os.environ.update(stack.env(function))
+    enter_environment(stack, function)
     module_name, _, attr = spec_info["handler"].rpartition(".")
     if function not in _modules:
         for path in reversed(layer_paths(function)):
@@ -191,7 +200,7 @@ def invoke(
     started = time.monotonic()
     try:
         handler = load_handler(stack, function)
-        os.environ.update(stack.env(function))
+        enter_environment(stack, function)
         with _function_output(stack, function, log):
             return handler(event, context)
     except Exception:

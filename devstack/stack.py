@@ -215,6 +215,8 @@ def _create_bucket(stack: LocalStack, resolver: Resolver, logical: str, props: d
         for q in notifications.get("QueueConfigurations", [])
     ]
     if queue_configs:
+        # `devstack deliver` with no function name delivers to the function these queues feed.
+        stack.resources[f"{logical}.notifies"] = ",".join(sorted({q["QueueArn"] for q in queue_configs}))
         s3.put_bucket_notification_configuration(
             Bucket=name, NotificationConfiguration={"QueueConfigurations": queue_configs}
         )

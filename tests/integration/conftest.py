@@ -261,3 +261,81 @@ def trap() -> Iterator[Trap]:
     t = Trap()
     yield t
     t.close()
+
+
+# -- the attachments API over real HTTP, through the local gateway ------------------------------------
+
+API_FUNCTION, ARCHIVE_FUNCTION = "AttachmentsApiFunction", "ArchiveFunction"
+
+
+def sigv4(access_key: str = "testing", secret_key: str = "testing") -> Any:  # noqa: S107 - moto's local keys
+    """A caller's SigV4 signer for execute-api, as awscurl signs."""
+    from devstack.sigv4 import SigV4
+
+    return SigV4(access_key, secret_key, region="us-east-1")
+
+
+@dataclass
+class Api:
+    """The local gateway's URL, and calls signed as an IAM caller would sign them (redirects not followed)."""
+
+    url: str
+    harness: Harness
+
+    def call(self, method: str, path: str, *, signed: bool = True, **options: Any) -> requests.Response:
+        options.setdefault("timeout", 60)
+        return requests.request(  # noqa: S113 - options carries the timeout
+            method, self.url + path, auth=sigv4() if signed else None, allow_redirects=False, **options
+        )
+
+    def get(self, path: str, **options: Any) -> requests.Response:
+        return self.call("GET", path, **options)
+
+    def post(self, path: str, **options: Any) -> requests.Response:
+        return self.call("POST", path, **options)
+
+    def attach(self, kind: str, parent: str, name: str, data: bytes | None, **fields: str) -> str:
+        """An attachment made in the sandbox through iTwin's own API (metadata, then the file unless None)."""
+        from relay.vendors.itwin import ITwinClient
+
+        client = ITwinClient(self.harness.itwin_requestor())
+        created = client.create_attachment(kind, parent, name, fields.get("caption"), fields.get("binding"))  # type: ignore[arg-type]
+        if data is not None:
+            client.upload(created.location, lambda: data, len(data))
+        assert created.attachment_id
+        return created.attachment_id
+
+    def archive_pump(self, **options: Any) -> PumpReport:
+        return pump(self.harness.stack, ARCHIVE_FUNCTION, **options)
+
+    def archived(self, kind: str, parent: str) -> dict[str, dict[str, Any]]:
+        """Every version under the parent's archive prefix, by key (a key with two versions was copied twice)."""
+        s3 = self.harness.s3
+        versions = s3.list_object_versions(Bucket=self.harness.bucket, Prefix=f"archive/{kind}/{parent}/")
+        found: dict[str, dict[str, Any]] = {}
+        for v in versions.get("Versions", []):
+            assert v["Key"] not in found, f"{v['Key']} was written twice"
+            found[v["Key"]] = v
+        return found
+
+
+@pytest.fixture(scope="session")
+def gateway_url(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from devstack.gateway import LocalGateway
+    from devstack.invoke import open_log
+
+    with (
+        open_log(tmp_path_factory.mktemp("gateway") / "functions.log") as log,
+        LocalGateway.for_stack(local_stack, log=log) as gateway,
+    ):
+        yield gateway.url
+
+
+@pytest.fixture
+def api(harness: Harness, gateway_url: str) -> Iterator[Api]:
+    from relay.flows.attachments_api import use_service
+
+    for logical in ("ArchiveQueue", "ArchiveDeadLetterQueue"):
+        harness.empty_queue(logical)
+    yield Api(gateway_url, harness)
+    use_service(None)  # a test that swapped the container's service gets a fresh one next time

@@ -17,7 +17,7 @@ from relay.vendors.itwin import Kind
 
 router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves __init__ unannotated
 
-JobId = Annotated[str, Path(min_length=1, max_length=128, description="The id a POST .../archive answered.")]
+JobId = Annotated[str, Path(min_length=1, description="The id a POST .../archive answered.")]
 STARTED: dict[int, OpenAPIResponse] = {
     202: {
         "description": "The job (new, or the one already running for this parent); `Location` is its URL.",

@@ -15,10 +15,12 @@ from relay.vendors.itwin import Kind
 
 router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves __init__ unannotated
 
-ID_RULE = "1-128 characters, no '/' and no control characters"
-FormId = Annotated[str, Path(min_length=1, max_length=128, description=f"The form data id ({ID_RULE}).")]
-IssueId = Annotated[str, Path(min_length=1, max_length=128, description=f"The issue id ({ID_RULE}).")]
-AttachmentId = Annotated[str, Path(min_length=1, max_length=128, description=f"The attachment id ({ID_RULE}).")]
+# The rule is checked on the decoded id (check_id): a REST API's `path` arrives percent-encoded, so a length
+# here would count an encoded character three times.
+ID_RULE = "1-128 characters once percent-decoded; no '/', '\\' or control characters; not '.' or '..'"
+FormId = Annotated[str, Path(min_length=1, description=f"The form data id ({ID_RULE}).")]
+IssueId = Annotated[str, Path(min_length=1, description=f"The issue id ({ID_RULE}).")]
+AttachmentId = Annotated[str, Path(min_length=1, description=f"The attachment id ({ID_RULE}).")]
 
 ERRORS: dict[int, OpenAPIResponse] = {
     status: {"description": text, "content": {"application/json": {"schema": ErrorBody.model_json_schema()}}}

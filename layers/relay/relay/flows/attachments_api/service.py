@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 from botocore.config import Config
@@ -29,8 +30,14 @@ ANSWER_MARGIN = 4.0
 COPY_RETRY_AFTER = 10
 
 
-def check_id(field: str, value: str) -> str:
-    """Ids follow the upload keys' rules: no `/`, no control or format characters, not a dot segment, ≤ 128."""
+def check_id(field: str, raw: str) -> str:
+    """The id a path segment names, decoded, following the upload keys' rules: no `/`, no control or format
+    characters, not a dot segment, at most 128 characters. API Gateway REST hands the Lambda the path still
+    percent-encoded (its `pathParameters` are decoded), and the resolver routes on the path."""
+    try:
+        value = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{field} is not valid percent-encoded UTF-8", field=field) from None
     if len(value) > MAX_ID:
         raise InvalidInputError(f"{field} is longer than {MAX_ID} characters", field=field)
     if not usable_id(value):
