@@ -1,4 +1,5 @@
-"""`make demo`: uploads to the local bucket become iTwin attachments, end to end, and the outcome is checked."""
+"""`make demo`: uploads to the local bucket become iTwin attachments, then the attachments API lists, hands out
+and archives a form's files through the signed local gateway; every outcome is checked."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from email.header import Header
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 try:  # the packages the demo itself needs; the function's own are checked when it is imported
     import requests
@@ -21,11 +22,14 @@ except ModuleNotFoundError as missing:
         "venv from the repository root: .venv/bin/python -m devstack.demo"
     )
 
+from devstack.gateway import LocalGateway
 from devstack.invoke import PumpReport, open_log, pump
+from devstack.sigv4 import SigV4
 from devstack.stack import LOG_DIR, LocalStack, provision, shown
 from sandbox import Sandbox
 
 FUNCTION = "S3ToItwinFunction"
+ARCHIVE_FUNCTION = "ArchiveFunction"
 LOG_FILE = LOG_DIR / "demo.log"
 
 
@@ -44,6 +48,7 @@ def samples() -> list[Sample]:
         Sample("issues/ISSUE-1001/site-photo-001.jpg", photo, "North abutment", "attached"),
         Sample("issues/ISSUE-ÜNICODE-7/Riss in der Wand – Müller (2).png", photo[::-1], "Café – crack", "attached"),
         Sample("forms/FORM-2001/Inspection report.pdf", b"%PDF-1.4 demo report\n" * 300, None, "attached"),
+        Sample("forms/FORM-2001/site-walk.jpg", photo[::2] * 3, "Site walk, level 2", "attached"),
         Sample(
             "issues/ISSUE-1002/drone-survey.tif", b"\0" * (30 * 1024 * 1024 + 1), None, "rejected", "RequestTooLarge"
         ),
@@ -87,12 +92,61 @@ def run(stack: LocalStack, log: TextIO) -> int:
     orphans = [a for kind in ("issues", "forms") for atts in state[kind].values() for a in atts if a["size"] is None]
     print(f"\norphan metadata records in the sandbox (issues and forms): {len(orphans)}")
     problems += len(orphans)
+    problems += api_demo(stack, log, state)
     if report.crashes:
         print(f"{len(report.crashes)} invocation(s) crashed: see above")
     problems += len(report.crashes)
     print(f"function logs: {shown(Path(log.name))}")
     print("demo OK" if problems == 0 else f"demo FAILED: {problems} unexpected result(s)")
     return 0 if problems == 0 else 1
+
+
+def api_demo(stack: LocalStack, log: TextIO, state: dict[str, Any], form: str = "FORM-2001") -> int:
+    """The attachments API through the local gateway, signed as an IAM caller signs: list, fetch, archive, refuse."""
+    problems = 0
+    with LocalGateway.for_stack(stack, log=log) as gateway:
+        base = gateway.url
+        print(f"\nthe attachments API on the local gateway: {base} (every call SigV4-signed, as awscurl signs)")
+
+        def call(method: str, path: str, signed: bool = True) -> requests.Response:
+            auth = SigV4() if signed else None
+            return requests.request(method, base + path, auth=auth, allow_redirects=False, timeout=60)
+
+        listed = call("GET", f"/forms/{form}/attachments")
+        attachments = listed.json().get("attachments", []) if listed.status_code == 200 else []
+        print(f"\nGET /forms/{form}/attachments -> {listed.status_code}")
+        print(f"  {'attachment id':14} {'fileName':28} {'bytes':>7} archived")
+        for item in attachments:
+            print(f"  {item['id'][:12]:14} {item['fileName'][:28]:28} {item['size'] or 0:>7} {item['archived']}")
+        expected = {a["id"]: a for a in state["forms"].get(form, [])}
+        problems += listed.status_code != 200 or {a["id"] for a in attachments} != set(expected)
+
+        first = attachments[0] if attachments else None
+        if first is not None:
+            link = call("GET", f"/forms/{form}/attachments/{first['id']}/file")
+            data = requests.get(link.headers.get("Location", ""), timeout=60).content if link.status_code == 302 else b""
+            match = hashlib.sha256(data).hexdigest() == expected[first["id"]]["sha256"]
+            print(f"\nGET .../attachments/{first['id'][:12]}…/file -> {link.status_code}, Location: a pre-signed S3 URL")
+            print(f"  fetched {len(data)} bytes from S3; sha256 {'matches' if match else 'DIFFERS from'} iTwin's file")
+            problems += not match
+
+        started = call("POST", f"/forms/{form}/archive")
+        job = started.json()
+        print(f"\nPOST /forms/{form}/archive -> {started.status_code}, job {job.get('jobId')} ({job.get('state')})")
+        report = pump(stack, ARCHIVE_FUNCTION, log=log)
+        done = call("GET", f"/archive-jobs/{job.get('jobId')}").json()
+        print(f"  the archive queue delivered {report.delivered} request(s) to {ARCHIVE_FUNCTION}")
+        print(
+            f"GET /archive-jobs/{job.get('jobId')} -> {done.get('state')}: total {done.get('total')}, archived "
+            f"{done.get('archived')}, skipped {done.get('skipped')} (already copied by /file), failed {done.get('failed')}"
+        )
+        problems += done.get("state") != "succeeded" or done.get("total") != len(expected)
+        problems += len(report.crashes)
+
+        unsigned = call("GET", f"/forms/{form}/attachments", signed=False)
+        print(f"\nthe same listing unsigned -> {unsigned.status_code} {unsigned.json().get('message')}")
+        problems += unsigned.status_code != 403
+    return int(problems)
 
 
 def _messages_explained(report: PumpReport, uploads: int) -> str:
