@@ -1,4 +1,4 @@
-"""The local stack's commands: python -m devstack up|down|status|upload|deliver|invoke|sandbox (see --help)."""
+"""The local stack's commands: python -m devstack up|down|status|upload|deliver|invoke|api|sandbox (see --help)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ import contextlib
 import json
 import mimetypes
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import traceback
 from email.header import Header
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from devstack.gateway import LocalGateway
 from devstack.invoke import UnknownFunctionError, check_function, invoke, open_log, pump, queue_url_for
 from devstack.notifications import localize_event, objects_in
 from devstack.stack import LOG_DIR, STATE_FILE, LocalStack, provision, shown
@@ -37,6 +40,7 @@ from devstack.template import ROOT
 PROG = ".venv/bin/python -m devstack"  # how the hints say to run a command: copy-pasteable from the root
 MOTO_PORT_ENV, SANDBOX_PORT_ENV = "RELAY_LOCAL_MOTO_PORT", "RELAY_LOCAL_SANDBOX_PORT"
 DEFAULT_MOTO_PORT, DEFAULT_SANDBOX_PORT = 5055, 8900
+DEFAULT_API_PORT = 3000  # sam local start-api's
 UPLOAD_BUCKET = "UploadBucket"
 
 
@@ -329,6 +333,50 @@ def invoke_file(stack: LocalStack, function: str, event_file: Path, log_file: Pa
     return 0
 
 
+# -- the API ---------------------------------------------------------------------------------------
+
+
+def _example_path(resource: str) -> str:
+    return re.sub(r"\{[^}]+\}", "example", resource)
+
+
+def serve_api(stack: LocalStack, port: int, state: Path = STATE_FILE) -> int:
+    """Serve the template's API routes in the foreground until Ctrl-C, with the url in the state file meanwhile."""
+    if port_in_use(port):
+        raise SystemExit(f"port {port} is already in use on 127.0.0.1: `{PROG} api --port {free_port_near(port)}`")
+    gateway = LocalGateway.for_stack(stack, log=sys.stdout, port=port)
+    with gateway:
+        stack.api_url = gateway.url
+        stack.save(state)
+        print(f"API {gateway.api} (stage {gateway.stage}) on {gateway.url}, SigV4 checked on AWS_IAM routes")
+        for route in gateway.routes:
+            print(f"  {route.method:7} {route.resource}  ->  {route.function} ({route.auth})")
+        if not gateway.routes:
+            print("  (the template has no `Type: Api` events yet: every path answers 403)")
+        signed = next((r for r in gateway.routes if r.auth == "AWS_IAM"), None)
+        example = f"{gateway.url}{_example_path(signed.resource) if signed else '/...'}"
+        method = signed.method if signed and signed.method != "ANY" else "GET"
+        print(
+            "\ncall it, signed with the local stack's key (access key testing, secret testing):\n"
+            f"  awscurl --service execute-api --access_key testing --secret_key testing --region us-east-1 "
+            f"-X {method} {example}\n"
+            f'  {PROG.removesuffix(" -m devstack")} -c "import requests; from devstack.sigv4 import SigV4; '
+            f"print(requests.request('{method}', '{example}', auth=SigV4()).text)\"\n"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("\nAPI stopped")
+        finally:
+            if state.exists():  # `down` may have removed it meanwhile
+                current = LocalStack.read(state)
+                current.api_url = ""
+                current.save(state)
+    return 0
+
+
 # -- the sandbox alone ----------------------------------------------------------------------------
 
 
@@ -428,6 +476,12 @@ def parser() -> argparse.ArgumentParser:
         help="do not replace the event's S3 versionIds with the local object's version (see README)",
     )
 
+    api = sub.add_parser(
+        "api",
+        help="serve the template's API routes over HTTP with SigV4 checked, like `sam local start-api` (Ctrl-C stops)",
+    )
+    api.add_argument("--port", type=int, default=DEFAULT_API_PORT, help=f"default {DEFAULT_API_PORT}")
+
     alone = sub.add_parser(
         "sandbox",
         help="run the platform sandbox alone (refuses a port the stack already uses); other options go to it",
@@ -458,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         run_sandbox(args.port, [a for a in extra if a != "--"], state)
         return 0  # not reached: the sandbox replaced this process
     stack = LocalStack.read(state)
+    if args.command == "api":
+        return serve_api(stack, args.port, state)
     try:
         if args.command == "upload":
             if not args.file.is_file():

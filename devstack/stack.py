@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class LocalStack:
     functions: dict[str, dict[str, str]] = field(default_factory=dict)
     handlers: dict[str, dict[str, str]] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    api_url: str = ""
+    """Where `python -m devstack api` serves the template's API, while it runs."""
 
     def aws_env(self) -> dict[str, str]:
         return {
@@ -62,7 +64,9 @@ class LocalStack:
     def read(cls, path: Path = STATE_FILE) -> LocalStack:
         if not path.exists():
             raise SystemExit("the local stack is not running: start it with `make stack-up`")
-        return cls(**json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        # State files of other versions may lack a field (defaults fill it) or have one this one does not know.
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def shown(path: Path) -> str:
