@@ -77,7 +77,8 @@ def main() -> int:
 
             def through_api() -> None:
                 answer = session.get(url, auth=auth, timeout=60)
-                assert answer.status_code == 200 and len(answer.json()["attachments"]) == 120, answer.text
+                assert answer.status_code == 200, answer.text
+                assert len(answer.json()["attachments"]) == 120
 
             def direct() -> None:
                 assert len(list(itwin.list_attachments("forms", "FORM-BENCH"))) == 120
@@ -89,14 +90,25 @@ def main() -> int:
             for _ in range(args.rounds):
                 api_times.append(timed(through_api))
                 direct_times.append(timed(direct))
+            # The same with a vendor that takes 25 ms a page, as a real one over the internet does at best.
+            requests.post(
+                f"{sandbox_url}/__sandbox/faults", json={"endpoint": "itwin.forms.list", "latency_ms": 25}, timeout=10
+            )
+            slow_api, slow_direct = [], []
+            for _ in range(max(5, args.rounds // 2)):
+                slow_api.append(timed(through_api))
+                slow_direct.append(timed(direct))
+            requests.delete(f"{sandbox_url}/__sandbox/faults", timeout=10)
+        slow_ratio = statistics.median(slow_api) / statistics.median(slow_direct)
         api_median, direct_median = statistics.median(api_times), statistics.median(direct_times)
         list_ratio = api_median / direct_median
 
         # -- archiving a large attachment ------------------------------------------------------------
         size = args.size_mib * MiB
-        block = os.urandom(MiB)
         created = itwin.create_attachment("forms", "FORM-BENCH", "drone.tif")
-        itwin.upload(created.location, lambda: (block for _ in range(args.size_mib)), size)
+        content = os.urandom(size)
+        itwin.upload(created.location, lambda: content, size)
+        del content  # before any memory is measured
         assert created.attachment_id
         info = AttachmentInfo(created.attachment_id, "drone.tif", size)
         store = ArchiveStore(s3, bucket, part_size=settings.archive_part_bytes)
@@ -135,9 +147,12 @@ def main() -> int:
                 Bucket=bucket, Key="plain/drone.tif", UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
 
-        relay()
-        plain()  # warm both paths
-        relay_times, plain_times, growth = [], [], []
+        # Memory from the first archive on: the allocator keeps what a copy used, so later rounds add nothing.
+        with PeakRss(os.getpid()) as plain_rss:
+            plain()  # the baseline's memory, measured the same way
+        with PeakRss(os.getpid()) as rss:
+            relay()
+        relay_times, plain_times, growth = [], [], [rss.added_mib]
         for _ in range(max(3, args.rounds // 3)):
             forget()
             with PeakRss(os.getpid()) as rss:
@@ -154,17 +169,22 @@ def main() -> int:
         "list_through_api_s": round(api_median, 4),
         "list_direct_s": round(direct_median, 4),
         "list_ratio": round(list_ratio, 2),
+        "list_ratio_vendor_25ms_a_page": round(slow_ratio, 2),
         "archive_mib": args.size_mib,
         "archive_relay_s": round(relay_median, 3),
         "archive_plain_s": round(plain_median, 3),
         "archive_ratio": round(archive_ratio, 2),
         "archive_peak_rss_growth_mib": round(peak, 1),
+        "plain_copy_peak_rss_growth_mib": round(plain_rss.added_mib, 1),
     }
     print(json.dumps(results, indent=2))
     checks = [
         (f"listing through the API / direct = {list_ratio:.2f} (target <= {LIST_RATIO})", list_ratio <= LIST_RATIO),
         (f"archive peak RSS growth = {peak:.1f} MiB (target <= {ARCHIVE_MIB})", peak <= ARCHIVE_MIB),
-        (f"archive time / plain copy = {archive_ratio:.2f} (target <= {ARCHIVE_RATIO})", archive_ratio <= ARCHIVE_RATIO),
+        (
+            f"archive time / plain copy = {archive_ratio:.2f} (target <= {ARCHIVE_RATIO})",
+            archive_ratio <= ARCHIVE_RATIO,
+        ),
     ]
     for text, ok in checks:
         print(("PASS " if ok else "MISS ") + text)

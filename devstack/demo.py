@@ -124,9 +124,13 @@ def api_demo(stack: LocalStack, log: TextIO, state: dict[str, Any], form: str = 
         first = attachments[0] if attachments else None
         if first is not None:
             link = call("GET", f"/forms/{form}/attachments/{first['id']}/file")
-            data = requests.get(link.headers.get("Location", ""), timeout=60).content if link.status_code == 302 else b""
+            data = (
+                requests.get(link.headers.get("Location", ""), timeout=60).content if link.status_code == 302 else b""
+            )
             match = hashlib.sha256(data).hexdigest() == expected[first["id"]]["sha256"]
-            print(f"\nGET .../attachments/{first['id'][:12]}…/file -> {link.status_code}, Location: a pre-signed S3 URL")
+            print(
+                f"\nGET .../attachments/{first['id'][:12]}…/file -> {link.status_code}, Location: a pre-signed S3 URL"
+            )
             print(f"  fetched {len(data)} bytes from S3; sha256 {'matches' if match else 'DIFFERS from'} iTwin's file")
             problems += not match
 

@@ -474,7 +474,8 @@ class LocalGateway:
             text, encoded = base64.b64encode(body).decode(), True
         return {
             "resource": route.resource,
-            "path": unquote(path),
+            # As API Gateway REST sends it: the path still percent-encoded; pathParameters decoded.
+            "path": path,
             "httpMethod": method,
             # A repeated header: its last value in `headers`, all of them in `multiValueHeaders`, as API Gateway.
             "headers": {name: values[-1] for name, values in multi_headers.items()},
@@ -566,6 +567,8 @@ def _proxy_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as API Gateway; every answer carries its Content-Length
+    # Headers and body go out in two writes: with Nagle on, the body would wait out the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "LocalGateway"
     sys_version = ""
     gateway: LocalGateway

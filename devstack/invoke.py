@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from devstack.notifications import S3Object, complete_notification, is_test_event, objects_in
 from devstack.stack import ACCOUNT_ID, REGION, LocalStack, shown
-from devstack.template import ROOT, load
+from devstack.template import ROOT, shared
 
 _modules: dict[str, ModuleType] = {}
 
@@ -63,7 +63,7 @@ class LambdaContext:
 
 
 def function_timeout(function: str) -> float:
-    template = load()
+    template = shared()  # read on every invocation: no copy
     own = template["Resources"][function]["Properties"].get("Timeout")
     return float(own or template.get("Globals", {}).get("Function", {}).get("Timeout", 3))
 
@@ -75,7 +75,7 @@ def layer_paths(function: str) -> list[Path]:
     what its build copies there (see layers/relay/Makefile). Layers named by ARN are not local and
     are skipped: their packages must come from the environment.
     """
-    template = load()
+    template = shared()  # read on every invocation: no copy
     resources = template["Resources"]
     layers = [
         *template.get("Globals", {}).get("Function", {}).get("Layers", []),

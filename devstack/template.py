@@ -39,15 +39,20 @@ _CfnLoader.add_multi_constructor("!", _tag)
 _parsed: dict[Path, tuple[int, dict[str, Any]]] = {}
 
 
-def load(path: Path = TEMPLATE) -> dict[str, Any]:
-    """The template as data (a fresh copy each call; parsed again only when the file changes)."""
+def shared(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The parsed template itself, for readers that never change it (parsed again only when the file changes)."""
     mtime = path.stat().st_mtime_ns
     cached = _parsed.get(path)
     if cached is None or cached[0] != mtime:
         with open(path, encoding="utf-8") as handle:
             data: dict[str, Any] = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
         cached = _parsed[path] = (mtime, data)
-    return copy.deepcopy(cached[1])  # invoke reads it on every call; YAML parsing is the slow part
+    return cached[1]
+
+
+def load(path: Path = TEMPLATE) -> dict[str, Any]:
+    """The template as data, a fresh copy the caller may change."""
+    return copy.deepcopy(shared(path))
 
 
 @dataclass

@@ -255,7 +255,7 @@ def test_anything_unexpected_is_a_500_with_the_request_id_and_the_exception_logg
     def broken(*_: Any) -> Any:
         raise KeyError("an internal detail")
 
-    service.attachments = broken  # type: ignore[method-assign]
+    service.attachments = broken  # type: ignore[method-assign,assignment]
     use_service(service)
     answer = api.get("/forms/FORM-2001/attachments")
     body = error_of(answer)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.header import Header
 from functools import partial
@@ -21,8 +23,10 @@ from relay.errors import IncompleteDownloadError, ObjectStoreError
 # S3 allows 2 KB of user metadata (names and values); the caption gives way when it would not fit.
 METADATA_LIMIT = 2048
 MAX_KEY_BYTES = 1024
-# UploadPartCopy copies at most 5 GiB a part.
-MAX_COPY_PART = 5 * 1024**3
+# CopyObject copies at most 5 GiB.
+MAX_COPY_BYTES = 5 * 1024**3
+# Parts uploading while the download goes on: the memory a copy holds is about this many parts, plus one.
+PARTS_IN_FLIGHT = 2
 META_ATTACHMENT, META_SHA256 = "attachment-id", "sha256"
 
 
@@ -126,6 +130,7 @@ class ArchiveStore:
         self.part_size = part_size
         self.prefix = prefix
         self.staging_prefix = staging_prefix
+        self._uploads = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="relay-parts")
 
     def key(self, kind: str, parent_id: str, attachment_id: str, file_name: str) -> str:
         return archive_key(kind, parent_id, attachment_id, file_name, self.prefix)
@@ -213,8 +218,9 @@ class ArchiveStore:
         """Stream `chunks` to `key`; return the copy and whether this call wrote it.
 
         The key is written once, whole, with its metadata: S3 needs the metadata before the bytes and the
-        sha256 is known only after them, so a file larger than one part streams to a staging key first and
-        is then copied server-side (UploadPartCopy) to its key. `replace=False` writes with
+        sha256 is known only after them, so a file larger than one part streams to a staging key first (its
+        parts uploading while the next ones download) and is then copied server-side (CopyObject) to its key.
+        `replace=False` writes with
         `If-None-Match: *`: when another writer made the copy first, theirs is kept and returned (False).
         Whatever `chunks` raises (a broken download, a deadline) abandons the copy and leaves no object.
         """
@@ -236,13 +242,19 @@ class ArchiveStore:
             lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=staging)["UploadId"],
         )
         staged_version: str | None = None
+        in_flight: deque[Future[str]] = deque()
         try:
             done: list[dict[str, Any]] = []
             for number, part in enumerate(_chain(first, second, parts), start=1):
                 if number > 1:
                     digest.update(part)
                     size += len(part)
-                done.append({"PartNumber": number, "ETag": self._upload_part(staging, upload_id, number, part)})
+                # Parts go up while the next ones download; at most PARTS_IN_FLIGHT are held in memory.
+                while len(in_flight) >= PARTS_IN_FLIGHT:
+                    done.append({"PartNumber": len(done) + 1, "ETag": in_flight.popleft().result()})
+                in_flight.append(self._uploads.submit(self._upload_part, staging, upload_id, number, part))
+            while in_flight:
+                done.append({"PartNumber": len(done) + 1, "ETag": in_flight.popleft().result()})
             _check_size(size, expected_size)
             completed = self._call(
                 "completing the staging upload",
@@ -257,9 +269,13 @@ class ArchiveStore:
                 staging, staged_version, key, meta.encoded(digest.hexdigest()), content_type, replace, size
             )
         finally:
+            for pending in in_flight:
+                pending.cancel()
+            wait(in_flight)
             if upload_id:
                 self._abort(staging, upload_id)
-            self._discard(staging, staged_version)
+            # Off the caller's time: the copy is done, and lifecycle removes staging/ leftovers anyway.
+            self._uploads.submit(self._discard, staging, staged_version)
 
     def _upload_part(self, key: str, upload_id: str, number: int, part: bytes) -> str:
         answer = self._call(
@@ -297,51 +313,33 @@ class ArchiveStore:
         replace: bool,
         size: int,
     ) -> tuple[ArchivedCopy, bool]:
-        upload_id = self._call(
-            "starting the upload of",
-            key,
-            lambda: self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, Metadata=metadata, ContentType=content_type
-            )["UploadId"],
-        )
+        """One server-side CopyObject from staging to the key, with the metadata (CopyObject takes up to 5 GiB;
+        iTwin's files stop at 30 MB). `If-None-Match: *` keeps a copy another writer finished first."""
+        if size > MAX_COPY_BYTES:
+            raise ObjectStoreError(f"{key}: {size} bytes is over CopyObject's 5 GiB")
+        if not replace and self.find(key) is not None:
+            return self._theirs(key), False  # the common race, seen before the copy (moto ignores the condition)
         source: dict[str, str] = {"Bucket": self.bucket, "Key": staging}
         if staged_version and staged_version != "null":
             source["VersionId"] = staged_version
+        condition = {} if replace else {"IfNoneMatch": "*"}
         try:
-            parts = []
-            for number, start in enumerate(range(0, size, MAX_COPY_PART), start=1):
-                end = min(size, start + MAX_COPY_PART) - 1
-                answer = self._call(
-                    f"copying part {number} to",
-                    key,
-                    lambda start=start, end=end, number=number: self.client.upload_part_copy(  # type: ignore[misc]
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource=source,
-                        CopySourceRange=f"bytes={start}-{end}",
-                    ),
-                )
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            condition = {} if replace else {"IfNoneMatch": "*"}
-            try:
-                answer = self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition
-                )
-            except ClientError as exc:
-                if _is_precondition(exc):
-                    self._abort(key, upload_id)
-                    upload_id = ""
-                    return self._theirs(key), False
-                raise ObjectStoreError(f"completing s3://{self.bucket}/{key} failed: {_code(exc)}") from exc
-            except BotoCoreError as exc:
-                raise ObjectStoreError(f"completing s3://{self.bucket}/{key} failed: {type(exc).__name__}") from exc
-            upload_id = ""
-            return self._ours(key, size, metadata, answer), True
-        finally:
-            if upload_id:
-                self._abort(key, upload_id)
+            answer = self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource=source,
+                MetadataDirective="REPLACE",
+                Metadata=metadata,
+                ContentType=content_type,
+                **condition,
+            )
+        except ClientError as exc:
+            if _is_precondition(exc):
+                return self._theirs(key), False
+            raise ObjectStoreError(f"copying to s3://{self.bucket}/{key} failed: {_code(exc) or _http(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreError(f"copying to s3://{self.bucket}/{key} failed: {type(exc).__name__}") from exc
+        return self._ours(key, size, metadata, answer), True
 
     def _ours(self, key: str, size: int, metadata: Mapping[str, str], answer: Mapping[str, Any]) -> ArchivedCopy:
         version = answer.get("VersionId")
@@ -386,8 +384,10 @@ def _parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
     for chunk in chunks:
         buffer += chunk
         while len(buffer) >= part_size:
-            yield bytes(buffer[:part_size])
+            with memoryview(buffer) as view:
+                part = bytes(view[:part_size])  # one copy: slicing the bytearray itself would make two
             del buffer[:part_size]
+            yield part
     if buffer:
         yield bytes(buffer)
 

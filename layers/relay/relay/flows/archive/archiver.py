@@ -6,7 +6,7 @@ import json
 import mimetypes
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 import requests
@@ -46,7 +46,11 @@ class AttachmentInfo:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies, and a listing calls this for every attachment.
+        return {f: getattr(self, f) for f in FIELDS}
+
+
+FIELDS = tuple(f.name for f in fields(AttachmentInfo))
 
 
 def _text(value: object) -> str | None:
