@@ -86,6 +86,10 @@ sandbox: $(VENV)/.installed
 stack-up: $(VENV)/.installed
 	$(PY) -m devstack up
 
+## api: serve the template's API routes on port 3000 against the running stack, SigV4 checked (like sam local start-api)
+api: $(VENV)/.installed
+	$(PY) -m devstack api
+
 ## stack-down: stop the local stack
 stack-down: $(VENV)/.installed
 	$(PY) -m devstack down

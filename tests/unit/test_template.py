@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from devstack.template import load
+from relay.flows.attachments_api import openapi_document
 
 T = load()
 R = T["Resources"]
@@ -116,8 +118,69 @@ def test_only_the_upload_queue_may_redrive_from_the_dlq():
 
 
 def test_noncurrent_versions_expire_after_a_parameter():
-    (rule,) = R["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    rules = {r["Id"]: r for r in R["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    rule = rules["ExpireNoncurrentVersions"]
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionDays"}
+    assert rules["ExpireArchiveStaging"]["Prefix"] == "staging/"  # a crashed copy's staged bytes go in a day
+
+
+# -- the attachments API and the archive ---------------------------------------------------------------
+
+
+def _api_events() -> dict[str, dict]:
+    return {
+        name: event["Properties"]
+        for res in R.values()
+        if res["Type"] == "AWS::Serverless::Function"
+        for name, event in res["Properties"].get("Events", {}).items()
+        if event["Type"] == "Api"
+    }
+
+
+def test_the_api_is_never_open_every_route_takes_the_iam_authoriser():
+    props = R["AttachmentsApi"]["Properties"]
+    assert props["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    events = _api_events()
+    assert len(events) == 8
+    assert all("Auth" not in e for e in events.values()), "no route may opt out of IAM"
+
+
+def test_the_api_routes_are_the_resolvers_routes():
+    documented = set(json.loads(openapi_document())["paths"])
+    routed = {e["Path"] for e in _api_events().values()}
+    assert routed == documented | {"/openapi.json"}
+
+
+def test_the_api_stage_logs_access_and_throttles_from_parameters():
+    props = R["AttachmentsApi"]["Properties"]
+    assert props["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["AttachmentsApiAccessLogGroup", "Arn"]}
+    (setting,) = props["MethodSettings"]
+    assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+
+
+def test_the_archive_queue_has_a_dlq_with_an_alarm_and_the_outputs_name_the_api():
+    assert R["ArchiveQueue"]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"] == {
+        "Fn::GetAtt": ["ArchiveDeadLetterQueue", "Arn"]
+    }
+    dims = R["ArchiveDeadLetterAlarm"]["Properties"]["Dimensions"]
+    assert dims == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ArchiveDeadLetterQueue", "QueueName"]}}]
+    outputs = T["Outputs"]
+    assert "/v1/openapi.json" in outputs["OpenApiUrl"]["Value"]["Fn::Sub"]
+    assert outputs["AttachmentsApiUrl"]["Value"]["Fn::Sub"].endswith("/v1")
+
+
+@pytest.mark.parametrize("role", ["AttachmentsApiRole", "ArchiveRole"])
+def test_the_archive_roles_reach_only_archive_and_staging_in_the_bucket(role):
+    statements = R[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    for statement in statements:
+        resource = statement["Resource"]
+        if statement["Sid"] == "Tracing":
+            continue
+        assert resource != "*", statement["Sid"]
+        text = json.dumps(resource)
+        if "uploads-" in text and "s3:ListBucket" not in json.dumps(statement["Action"]):
+            assert text.endswith('/archive/*"}') or text.endswith('/staging/*"}'), statement["Sid"]
 
 
 @pytest.mark.parametrize(
