@@ -249,10 +249,15 @@ def test_demo_as_written_prints_a_clean_table_and_names_its_log(tmp_path: Path):
     assert lines[-1] == "demo OK"
     assert not [line for line in lines if line.lstrip().startswith("{")]  # no JSON log lines in the table
     assert f"function logs: {log_file}" in lines
-    assert any("5 upload notifications + 1 s3:TestEvent" in line for line in lines)
+    assert any("6 upload notifications + 1 s3:TestEvent" in line for line in lines)
     assert "orphan metadata records in the sandbox (issues and forms): 0" in lines
     assert result.stderr == ""
     logged = [json.loads(x) for x in log_file.read_text().splitlines() if x.startswith("{")]
     finished = [x for x in logged if x.get("message") == "transfer finished"]
-    assert len(finished) == 5
+    assert len(finished) == 6
     assert all(x["version_id"] for x in finished)  # the production identity, not the eTag one
+    # The API part: listed, fetched through the 302, archived, and the unsigned call refused.
+    assert "GET /forms/FORM-2001/attachments -> 200" in lines
+    assert any("sha256 matches iTwin's file" in line for line in lines)
+    assert any(line.startswith("GET /archive-jobs/") and "-> succeeded: total 2" in line for line in lines)
+    assert "the same listing unsigned -> 403 Missing Authentication Token" in lines

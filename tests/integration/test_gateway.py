@@ -166,7 +166,8 @@ def test_a_signed_request_reaches_the_function_as_api_gateway_builds_the_event(g
     assert answer.status_code == 200, answer.text
     event = recorder.event
     assert event["resource"] == "/forms/{formId}/attachments"
-    assert event["path"] == f"/forms/{form}/attachments"
+    # REST APIs hand the Lambda the path as it came, still percent-encoded; only pathParameters are decoded.
+    assert event["path"] == f"/forms/{requests.utils.quote(form, safe='')}/attachments"
     assert event["httpMethod"] == "GET"
     assert event["pathParameters"] == {"formId": form}
     assert event["queryStringParameters"] == {"q": "a b", "tag": "y$z", "empty": ""}
