@@ -116,8 +116,18 @@ def test_only_the_upload_queue_may_redrive_from_the_dlq():
 
 
 def test_noncurrent_versions_expire_after_a_parameter():
-    (rule,) = R["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    rules = {r["Id"]: r for r in R["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    rule = rules["ExpireNoncurrentVersions"]
+    assert "Prefix" not in rule  # the whole bucket
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentVersionDays"}
+
+
+def test_archive_staging_leftovers_expire_in_a_day():
+    rules = {r["Id"]: r for r in R["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    staging = rules["ExpireArchiveStaging"]
+    assert staging["Prefix"] == "staging/"
+    assert staging["ExpirationInDays"] == 1
+    assert staging["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from email.header import Header
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +24,8 @@ MAX_KEY_BYTES = 1024
 # UploadPartCopy copies at most 5 GiB a part.
 MAX_COPY_PART = 5 * 1024**3
 META_ATTACHMENT, META_SHA256 = "attachment-id", "sha256"
+# The most (encoded) characters these fields may take of the 2 KB; the caption has what is left.
+SHARES = {"file-name": 1024, "binding": 256, "created-date-time": 64}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class CopyMetadata:
             META_SHA256: sha256,
         }
         meta = {k: _ascii(v) for k, v in fields.items() if v}
+        # A name or binding too long for the 2 KB is cut too (and marked): S3 refuses the whole copy otherwise.
+        for name, share in SHARES.items():
+            value = fields[name]
+            if value and len(meta[name]) > share:
+                meta[name] = _ascii(_fit(value, share))
+                meta[f"{name}-truncated"] = "true"
         if self.caption:
             room = METADATA_LIMIT - sum(len(k) + len(v) for k, v in meta.items()) - len("caption") - 64
             caption = _ascii(self.caption)
@@ -67,9 +75,14 @@ class CopyMetadata:
 
 
 def _ascii(text: str) -> str:
-    """S3 user metadata is ASCII on the wire: other text goes RFC 2047-encoded, as the SDKs send it."""
-    printable = text.isascii() and text.isprintable()
-    return text if printable else Header(text, "utf-8").encode(maxlinelen=10_000).replace("\n", "")
+    """S3 user metadata is ASCII on the wire: other text goes RFC 2047-encoded, as the SDKs send it.
+
+    One base64 encoded word, never email.header's folding: that turns a line break in a caption into a space.
+    ASCII that reads like an encoded word is encoded too, or the reader would decode what was never encoded.
+    """
+    if text.isascii() and text.isprintable() and "=?" not in text:
+        return text
+    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8', 'replace')).decode('ascii')}?="
 
 
 def _fit(text: str, room: int) -> str:
@@ -236,6 +249,7 @@ class ArchiveStore:
             lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=staging)["UploadId"],
         )
         staged_version: str | None = None
+        staged = False
         try:
             done: list[dict[str, Any]] = []
             for number, part in enumerate(_chain(first, second, parts), start=1):
@@ -251,7 +265,7 @@ class ArchiveStore:
                     Bucket=self.bucket, Key=staging, UploadId=upload_id, MultipartUpload={"Parts": done}
                 ),
             )
-            upload_id = ""
+            upload_id, staged = "", True
             staged_version = completed.get("VersionId")
             return self._copy_from(
                 staging, staged_version, key, meta.encoded(digest.hexdigest()), content_type, replace, size
@@ -259,7 +273,8 @@ class ArchiveStore:
         finally:
             if upload_id:
                 self._abort(staging, upload_id)
-            self._discard(staging, staged_version)
+            if staged:  # nothing to delete otherwise, and a DELETE of no version leaves a delete marker
+                self._discard(staging, staged_version)
 
     def _upload_part(self, key: str, upload_id: str, number: int, part: bytes) -> str:
         answer = self._call(
