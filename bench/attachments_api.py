@@ -106,9 +106,9 @@ def main() -> int:
         # -- archiving a large attachment ------------------------------------------------------------
         size = args.size_mib * MiB
         created = itwin.create_attachment("forms", "FORM-BENCH", "drone.tif")
-        content = os.urandom(size)
+        content: bytes | None = os.urandom(size)
         itwin.upload(created.location, lambda: content, size)
-        del content  # before any memory is measured
+        content = None  # freed before any memory is measured
         assert created.attachment_id
         info = AttachmentInfo(created.attachment_id, "drone.tif", size)
         store = ArchiveStore(s3, bucket, part_size=settings.archive_part_bytes)

@@ -141,8 +141,9 @@ def api_demo(stack: LocalStack, log: TextIO, state: dict[str, Any], form: str = 
         done = call("GET", f"/archive-jobs/{job.get('jobId')}").json()
         print(f"  the archive queue delivered {report.delivered} request(s) to {ARCHIVE_FUNCTION}")
         print(
-            f"GET /archive-jobs/{job.get('jobId')} -> {done.get('state')}: total {done.get('total')}, archived "
-            f"{done.get('archived')}, skipped {done.get('skipped')} (already copied by /file), failed {done.get('failed')}"
+            f"GET /archive-jobs/{job.get('jobId')} -> {done.get('state')}: total {done.get('total')}, "
+            f"archived {done.get('archived')}, skipped {done.get('skipped')} (already copied by /file), "
+            f"failed {done.get('failed')}"
         )
         problems += done.get("state") != "succeeded" or done.get("total") != len(expected)
         problems += len(report.crashes)

@@ -1,4 +1,4 @@
-"""The local API Gateway over real HTTP: routes, SigV4 on AWS_IAM routes, the proxy event and response as AWS has them."""
+"""The local API Gateway over real HTTP: routes, SigV4 on IAM routes, the proxy event and response as AWS has them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -155,7 +156,7 @@ def test_another_stage_lacks_the_token(gateway):
 
 def test_a_signed_request_reaches_the_function_as_api_gateway_builds_the_event(gateway, recorder, log):
     form = "F 1/ü"  # a space, a slash and unicode: percent-encoded in the URL, decoded in pathParameters
-    url = f"{gateway.url}/forms/{requests.utils.quote(form, safe='')}/attachments"
+    url = f"{gateway.url}/forms/{quote(form, safe='')}/attachments"
     answer = requests.get(
         url,
         params=[("q", "a b"), ("tag", "x"), ("tag", "y$z"), ("empty", "")],
@@ -167,7 +168,7 @@ def test_a_signed_request_reaches_the_function_as_api_gateway_builds_the_event(g
     event = recorder.event
     assert event["resource"] == "/forms/{formId}/attachments"
     # REST APIs hand the Lambda the path as it came, still percent-encoded; only pathParameters are decoded.
-    assert event["path"] == f"/forms/{requests.utils.quote(form, safe='')}/attachments"
+    assert event["path"] == f"/forms/{quote(form, safe='')}/attachments"
     assert event["httpMethod"] == "GET"
     assert event["pathParameters"] == {"formId": form}
     assert event["queryStringParameters"] == {"q": "a b", "tag": "y$z", "empty": ""}

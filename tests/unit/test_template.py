@@ -127,7 +127,7 @@ def test_noncurrent_versions_expire_after_a_parameter():
 # -- the attachments API and the archive ---------------------------------------------------------------
 
 
-def _api_events() -> dict[str, dict]:
+def _api_events() -> dict[str, dict[str, Any]]:
     return {
         name: event["Properties"]
         for res in R.values()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import uuid
@@ -9,7 +10,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from email.header import Header
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +28,8 @@ MAX_COPY_BYTES = 5 * 1024**3
 # Parts uploading while the download goes on: the memory a copy holds is about this many parts, plus one.
 PARTS_IN_FLIGHT = 2
 META_ATTACHMENT, META_SHA256 = "attachment-id", "sha256"
+# The most (encoded) characters these fields may take of the 2 KB; the caption has what is left.
+SHARES = {"file-name": 1024, "binding": 256, "created-date-time": 64}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class CopyMetadata:
             META_SHA256: sha256,
         }
         meta = {k: _ascii(v) for k, v in fields.items() if v}
+        # A name or binding too long for the 2 KB is cut too (and marked): S3 refuses the whole copy otherwise.
+        for name, share in SHARES.items():
+            value = fields[name]
+            if value and len(meta[name]) > share:
+                meta[name] = _ascii(_fit(value, share))
+                meta[f"{name}-truncated"] = "true"
         if self.caption:
             room = METADATA_LIMIT - sum(len(k) + len(v) for k, v in meta.items()) - len("caption") - 64
             caption = _ascii(self.caption)
@@ -71,9 +79,14 @@ class CopyMetadata:
 
 
 def _ascii(text: str) -> str:
-    """S3 user metadata is ASCII on the wire: other text goes RFC 2047-encoded, as the SDKs send it."""
-    printable = text.isascii() and text.isprintable()
-    return text if printable else Header(text, "utf-8").encode(maxlinelen=10_000).replace("\n", "")
+    """S3 user metadata is ASCII on the wire: other text goes RFC 2047-encoded, as the SDKs send it.
+
+    One base64 encoded word, never email.header's folding: that turns a line break in a caption into a space.
+    ASCII that reads like an encoded word is encoded too, or the reader would decode what was never encoded.
+    """
+    if text.isascii() and text.isprintable() and "=?" not in text:
+        return text
+    return f"=?utf-8?b?{base64.b64encode(text.encode('utf-8', 'replace')).decode('ascii')}?="
 
 
 def _fit(text: str, room: int) -> str:
@@ -243,6 +256,7 @@ class ArchiveStore:
         )
         staged_version: str | None = None
         in_flight: deque[Future[str]] = deque()
+        staged = False
         try:
             done: list[dict[str, Any]] = []
             for number, part in enumerate(_chain(first, second, parts), start=1):
@@ -263,7 +277,7 @@ class ArchiveStore:
                     Bucket=self.bucket, Key=staging, UploadId=upload_id, MultipartUpload={"Parts": done}
                 ),
             )
-            upload_id = ""
+            upload_id, staged = "", True
             staged_version = completed.get("VersionId")
             return self._copy_from(
                 staging, staged_version, key, meta.encoded(digest.hexdigest()), content_type, replace, size
@@ -274,8 +288,8 @@ class ArchiveStore:
             wait(in_flight)
             if upload_id:
                 self._abort(staging, upload_id)
-            # Off the caller's time: the copy is done, and lifecycle removes staging/ leftovers anyway.
-            self._uploads.submit(self._discard, staging, staged_version)
+            if staged:  # nothing to delete otherwise, and a DELETE of no version leaves a delete marker
+                self._discard(staging, staged_version)
 
     def _upload_part(self, key: str, upload_id: str, number: int, part: bytes) -> str:
         answer = self._call(

@@ -57,8 +57,8 @@ class ArchiveJob:
         return self.archived + self.skipped + self.failed
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _s(item: dict[str, Any], name: str) -> str:
@@ -159,7 +159,7 @@ class ArchiveJobs:
             lock_key = f"active#{kind}/{parent_id}"
             lock = self._get(lock_key)
             previous = _s(lock, "job_id") if lock else None
-            now = _now()
+            now = _stamp(self.clock())
             job = ArchiveJob(self.new_id(), kind, parent_id, JobState.RUNNING, total, created_at=now, updated_at=now)
             lock_condition: dict[str, Any] = (
                 {
@@ -203,7 +203,7 @@ class ArchiveJobs:
 
     def record(self, job_id: str, attachment_id: str, result: Result, code: str = "", message: str = "") -> ArchiveJob:
         """Count the attachment's outcome once (a redelivered message changes nothing), then settle the job."""
-        now = _now()
+        now = _stamp(self.clock())
         names = {"#r": str(result), "#u": "updated_at"}
         values: dict[str, Any] = {":one": {"N": "1"}, ":now": {"S": now}}
         update = "ADD #r :one SET #u = :now"
@@ -272,7 +272,7 @@ class ArchiveJobs:
                 ExpressionAttributeValues={
                     ":state": {"S": str(state)},
                     ":running": {"S": str(JobState.RUNNING)},
-                    ":now": {"S": _now()},
+                    ":now": {"S": _stamp(self.clock())},
                 },
             )
             self.client.delete_item(

@@ -31,7 +31,8 @@ class WorkQueue:
                 except (ClientError, BotoCoreError) as exc:
                     reason = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
                     error = QueueError(f"sending to the archive queue failed: {reason}")
-                    error.unsent = list(bodies[start:])
+                    # This try's entries (a resend holds only the refused ones) and every later batch.
+                    error.unsent = [*(bodies[start + int(e["Id"])] for e in entries), *bodies[start + BATCH :]]
                     raise error from exc
                 failed = {f["Id"] for f in answer.get("Failed", [])}
                 entries = [e for e in entries if e["Id"] in failed]

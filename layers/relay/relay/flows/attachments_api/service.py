@@ -111,7 +111,9 @@ class AttachmentsService:
             try:
                 if budget <= 0:
                     raise CopyTimedOutError("no time left in this request to copy")
-                copy = self.archiver.ensure(kind, parent_id, info, deadline=self.clock() + budget).copy
+                copy = self.archiver.ensure(
+                    kind, parent_id, info, deadline=self.clock() + budget, clock=self.clock
+                ).copy
             except CopyTimedOutError as timed_out:
                 logger.info("copy handed to the archive queue", extra={"attachment": info.id, "why": timed_out.message})
                 self.queue.send([ArchiveRequest(kind, parent_id, info).body()])
