@@ -53,10 +53,10 @@ build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PIP="$(CURDIR)/$(VENV)/bin/python -m pip" $(SAM) build
 
 # pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
-# The unit tier alone must cover the flow and its AWS adapters: the figure is printed, and under 90% fails.
-COVERAGE := --cov=relay.flows.s3_to_itwin --cov=relay.aws --cov-report=term --cov-fail-under=90
+# The unit tier alone must cover the flows and their AWS adapters: the figure is printed, and under 90% fails.
+COVERAGE := --cov=relay.flows --cov=relay.aws --cov-report=term --cov-fail-under=90
 
-## unit: unit tests (no network), printing the flow's and adapters' coverage
+## unit: unit tests (no network), printing the flows' and adapters' coverage
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(COVERAGE); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no unit tests were collected"; exit 1; fi; exit $$rc
