@@ -372,6 +372,14 @@ def test_archive_starts_a_job_and_queues_one_body_per_attachment(api):
     assert read["json"] == job
 
 
+def test_archive_counts_an_attachment_the_listing_names_twice_once(api):
+    # The seed page's own example lists one id twice; a job counting it twice would never settle.
+    api.itwin.add("forms", FORM, "again.jpg", b"again", id=SEED[0]["id"])
+    job = api.route("POST", "archive", "forms", FORM)["json"]
+    assert job["total"] == 3
+    assert [m["attachment"]["id"] for m in api.sqs.delivered] == [item["id"] for item in SEED]
+
+
 def test_archive_again_while_running_returns_the_same_job_and_queues_nothing(api):
     first = api.route("POST", "archive", "forms", FORM)["json"]
     queued = len(api.sqs.delivered)

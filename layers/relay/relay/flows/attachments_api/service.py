@@ -128,7 +128,11 @@ class AttachmentsService:
         running = self.jobs.running(kind, parent_id)
         if running is not None:
             return running, False
-        infos = self._infos(kind, parent_id)
+        # One count per attachment id: a listing that named one twice would leave the job a count short forever.
+        first: dict[str, AttachmentInfo] = {}
+        for info in self._infos(kind, parent_id):
+            first.setdefault(info.id, info)
+        infos = list(first.values())
         job, created = self.jobs.start(kind, parent_id, len(infos))
         if not created or not infos:
             return job, created
