@@ -142,6 +142,25 @@ def test_a_failure_without_code_or_message_still_reads(jobs):
     assert done.failures == (Failure("att-1", "Failed", ""),)
 
 
+def test_a_running_job_that_has_not_moved_reads_stalled_not_running_forever(jobs, clock):
+    stuck, _ = jobs.start("forms", "form-1", 2)
+    jobs.record(stuck.job_id, "att-1", Result.ARCHIVED)  # its other message died with a killed invocation
+    assert jobs.view(stuck.job_id).state is JobState.RUNNING
+    clock.offset = STALE + 5
+    assert jobs.view(stuck.job_id).state is JobState.STALLED
+    assert jobs.get(stuck.job_id).state is JobState.RUNNING  # shown, never stored
+
+
+def test_the_job_names_at_most_its_cap_of_failures_and_counts_every_one(jobs, monkeypatch):
+    import relay.aws.jobs as module
+
+    monkeypatch.setattr(module, "MAX_LISTED_FAILURES", 3)
+    job, _ = jobs.start("forms", "form-1", 5)
+    for i in range(5):
+        done = jobs.record(job.job_id, f"att-{i}", Result.FAILED, "FileNotFound", "no file")
+    assert (done.failed, len(done.failures), done.state) == (5, 3, JobState.COMPLETED_WITH_FAILURES)
+
+
 def test_a_stale_running_job_does_not_block_a_new_one(jobs, clock):
     stuck, _ = jobs.start("forms", "form-1", 2)
     jobs.record(stuck.job_id, "att-1", Result.ARCHIVED)  # then its other message is lost

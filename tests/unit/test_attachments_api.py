@@ -109,8 +109,8 @@ def test_a_vendor_404_message_is_the_vendors():
 
 @pytest.mark.parametrize(
     "value",
-    ["x" * 129, "a/b", "a\\b", "a\x00b", "a\u202eb", "a\nb", ".", "..", ""],
-    ids=["129-chars", "slash", "backslash", "nul", "rtl-override", "newline", "dot", "dot-dot", "empty"],
+    ["x" * 129, "a/b", "a\x00b", "a\u202eb", "a\nb", ".", "..", "", "   "],
+    ids=["129-chars", "slash", "nul", "rtl-override", "newline", "dot", "dot-dot", "empty", "blank"],
 )
 def test_an_unusable_id_is_refused_naming_its_field(value):
     with pytest.raises(e.InvalidInputError) as raised:
@@ -120,10 +120,26 @@ def test_an_unusable_id_is_refused_naming_its_field(value):
 
 
 @pytest.mark.parametrize(
-    "value", ["x" * 128, "Bericht-über", "現場", "with spaces", "a.b", "...", "XZzxOCC8sVvUcgeXz1Ih_exlLgPfRTpAu"]
+    "value",
+    [
+        "x" * 128,
+        "Bericht-über",
+        "現場",
+        "with spaces",
+        "a.b",
+        "...",
+        "XZzxOCC8sVvUcgeXz1Ih_exlLgPfRTpAu",
+        "a\\b",
+        "👨\u200d👩\u200d👧",
+        "A\xa0B",
+    ],
 )
 def test_a_usable_id_is_accepted_as_it_is(value):
+    """The upload keys' rule: an issue or form one can upload into is one the API reaches."""
     assert check_id("formId", value) == value
+    from relay.flows.s3_to_itwin.targets import parse_target
+
+    assert parse_target(f"forms/{value}/photo.jpg").parent_id == value
 
 
 # -- the resolver, end to end ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -17,8 +17,14 @@ from relay.errors import RecordStoreError
 RETENTION_SECONDS = 30 * 24 * 3600
 
 
+# The job item names this many failures at most (an item holds 400 KB); `failed` still counts every one.
+MAX_LISTED_FAILURES = 200
+
+
 class JobState(StrEnum):
     RUNNING = "running"
+    # Shown, never stored: running, and not moved for `stale_after` (messages lost to a crash or the DLQ).
+    STALLED = "stalled"
     SUCCEEDED = "succeeded"  # every attachment archived or already there
     COMPLETED_WITH_FAILURES = "completed_with_failures"
 
@@ -91,6 +97,12 @@ def _job(item: dict[str, Any]) -> ArchiveJob:
     )
 
 
+def _conflicted(exc: ClientError) -> bool:
+    reasons = exc.response.get("CancellationReasons") or []
+    code = exc.response.get("Error", {}).get("Code")
+    return code == "TransactionConflictException" or any(r.get("Code") == "TransactionConflict" for r in reasons)
+
+
 def _cancelled_by_condition(exc: ClientError) -> bool:
     if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
         return True
@@ -139,6 +151,17 @@ class ArchiveJobs:
         item = self._get(f"job#{job_id}")
         return _job(item) if item else None
 
+    def view(self, job_id: str) -> ArchiveJob | None:
+        """The job as a caller sees it: a running one that has not moved for `stale_after` reads `stalled`."""
+        job = self.get(job_id)
+        if job is not None and job.state is JobState.RUNNING and self._stale(job):
+            return replace(job, state=JobState.STALLED)
+        return job
+
+    def _stale(self, job: ArchiveJob) -> bool:
+        moved = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00")).timestamp() if job.updated_at else 0
+        return self.clock() - moved >= self.stale_after
+
     def running(self, kind: str, parent_id: str) -> ArchiveJob | None:
         """The parent's running job, unless it has not moved for `stale_after` seconds (its messages were lost)."""
         lock = self._get(f"active#{kind}/{parent_id}")
@@ -147,8 +170,7 @@ class ArchiveJobs:
         job = self.get(_s(lock, "job_id"))
         if job is None or job.state is not JobState.RUNNING:
             return None
-        moved = datetime.fromisoformat(job.updated_at.replace("Z", "+00:00")).timestamp() if job.updated_at else 0
-        return job if self.clock() - moved < self.stale_after else None
+        return None if self._stale(job) else job
 
     def start(self, kind: str, parent_id: str, total: int) -> tuple[ArchiveJob, bool]:
         """A new running job for the parent, or (when one started meanwhile) that one; True when it is new."""
@@ -207,57 +229,98 @@ class ArchiveJobs:
         names = {"#r": str(result), "#u": "updated_at"}
         values: dict[str, Any] = {":one": {"N": "1"}, ":now": {"S": now}}
         update = "ADD #r :one SET #u = :now"
-        if result is Result.FAILED:
-            entry = {
-                "M": {
-                    "attachmentId": {"S": attachment_id},
-                    "code": {"S": code or "Failed"},
-                    "message": {"S": message[:300] or code},
-                }
-            }
-            values[":failure"] = {"L": [entry]}
-            values[":none"] = {"L": []}
-            update += ", failures = list_append(if_not_exists(failures, :none), :failure)"
-        try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": {
-                                "id": {"S": f"job#{job_id}#{attachment_id}"},
-                                "result": {"S": str(result)},
-                                "code": {"S": code},
-                                "at": {"S": now},
-                                **self._expiry(),
-                            },
-                            "ConditionExpression": "attribute_not_exists(id)",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": {"id": {"S": f"job#{job_id}"}},
-                            "UpdateExpression": update,
-                            "ExpressionAttributeNames": names,
-                            "ExpressionAttributeValues": values,
-                            "ConditionExpression": "attribute_exists(id)",
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if not _cancelled_by_condition(exc):
+        counted = False
+        for attempt in range(1, 4):
+            try:
+                self._count(job_id, attachment_id, result, code, now, update, names, values)
+                counted = True
+                break
+            except ClientError as exc:
+                if _cancelled_by_condition(exc):
+                    break  # counted before (a redelivery), or the job expired: nothing new to count
+                if not _conflicted(exc) or attempt == 3:
+                    raise RecordStoreError(
+                        f"recording {attachment_id} of job {job_id} failed: {exc.response['Error']['Code']}"
+                    ) from exc
+                # Workers finishing at once contend for the job item: the transaction is simply tried again.
+            except BotoCoreError as exc:
                 raise RecordStoreError(
-                    f"recording {attachment_id} of job {job_id} failed: {exc.response['Error']['Code']}"
+                    f"recording {attachment_id} of job {job_id} failed: {type(exc).__name__}"
                 ) from exc
-            # Counted before (a redelivery), or the job expired: nothing new to count.
-        except BotoCoreError as exc:
-            raise RecordStoreError(f"recording {attachment_id} of job {job_id} failed: {type(exc).__name__}") from exc
+        if counted and result is Result.FAILED:
+            self._list_failure(job_id, attachment_id, code, message)
         job = self.get(job_id)
         if job is None:
             raise RecordStoreError(f"job {job_id} is not in {self.table}")
         return self._settle(job) if job.state is JobState.RUNNING and job.settled >= job.total else job
+
+    def _list_failure(self, job_id: str, attachment_id: str, code: str, message: str) -> None:
+        """Name the failure in the job item, up to MAX_LISTED_FAILURES (an item holds 400 KB); `failed` counts all."""
+        entry = {
+            "M": {
+                "attachmentId": {"S": attachment_id},
+                "code": {"S": code or "Failed"},
+                "message": {"S": message[:300] or code},
+            }
+        }
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"id": {"S": f"job#{job_id}"}},
+                UpdateExpression="SET failures = list_append(if_not_exists(failures, :none), :failure)",
+                ConditionExpression="attribute_not_exists(failures) OR size(failures) < :cap",
+                ExpressionAttributeValues={
+                    ":failure": {"L": [entry]},
+                    ":none": {"L": []},
+                    ":cap": {"N": str(MAX_LISTED_FAILURES)},
+                },
+            )
+        except ClientError as exc:
+            if not _cancelled_by_condition(exc):
+                raise RecordStoreError(
+                    f"listing a failure of job {job_id} failed: {exc.response['Error']['Code']}"
+                ) from exc
+        except BotoCoreError as exc:
+            raise RecordStoreError(f"listing a failure of job {job_id} failed: {type(exc).__name__}") from exc
+
+    def _count(
+        self,
+        job_id: str,
+        attachment_id: str,
+        result: Result,
+        code: str,
+        now: str,
+        update: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> None:
+        self.client.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": {
+                            "id": {"S": f"job#{job_id}#{attachment_id}"},
+                            "result": {"S": str(result)},
+                            "code": {"S": code},
+                            "at": {"S": now},
+                            **self._expiry(),
+                        },
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"id": {"S": f"job#{job_id}"}},
+                        "UpdateExpression": update,
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                        "ConditionExpression": "attribute_exists(id)",
+                    }
+                },
+            ]
+        )
 
     def _settle(self, job: ArchiveJob) -> ArchiveJob:
         """Once every attachment is counted: the final state, and the parent's lock released."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import boto3
@@ -17,6 +18,9 @@ from relay.transport.retry import Deadline
 from relay.vendors.factory import itwin_client
 from relay.vendors.itwin import ITwinClient
 
+# Seconds of the invocation kept for abandoning a copy and counting its outcome.
+COUNT_MARGIN = 20.0
+
 
 class ArchiveFlow:
     def __init__(self, settings: Settings, archiver: Archiver, jobs: ArchiveJobs) -> None:
@@ -27,13 +31,18 @@ class ArchiveFlow:
     def handle_record(self, record: SQSRecord, context: Any) -> Result:
         """Archive one request. A retryable failure raises (the message returns to the queue) until the last
         delivery; then, like every other failure, it is counted `failed` with its code and the message is done."""
-        self.archiver.itwin.use_deadline(Deadline.from_context(context))
+        deadline = Deadline.from_context(context)
+        self.archiver.itwin.use_deadline(deadline)
         request = ArchiveRequest.parse(record.body)
         receives = int(record.attributes.approximate_receive_count or 1)
         final = self.settings.max_receive_count is not None and receives >= self.settings.max_receive_count
         where = {"kind": request.kind, "parent": request.parent_id, "attachment": request.attachment.id}
         try:
-            archived = self.archiver.ensure(request.kind, request.parent_id, request.attachment)
+            # A copy still streaming when Lambda's time runs out would be killed uncounted: stop it first
+            # (CopyTimedOut, retried), leaving room to count the outcome.
+            left = deadline.remaining()
+            stop_at = None if left is None else time.monotonic() + max(0.0, left - COUNT_MARGIN)
+            archived = self.archiver.ensure(request.kind, request.parent_id, request.attachment, deadline=stop_at)
         except Exception as error:
             outcome = outcome_of(error)
             code = error.code if isinstance(error, RelayError) else type(error).__name__

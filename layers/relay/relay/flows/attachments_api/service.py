@@ -19,10 +19,11 @@ from relay.aws.queues import WorkQueue
 from relay.errors import ArchiveJobNotFoundError, CopyTimedOutError, InvalidInputError, QueueError
 from relay.flows.archive import Archiver, ArchiveRequest, AttachmentInfo, archive_jobs, archive_store
 from relay.observability import logger
+from relay.segments import segment_problem
 from relay.settings import Settings
 from relay.transport.retry import Deadline
 from relay.vendors.factory import itwin_client
-from relay.vendors.itwin import ITwinClient, Kind, usable_id
+from relay.vendors.itwin import ITwinClient, Kind
 
 MAX_ID = 128
 # Seconds of a request kept back from copying, to answer (API Gateway cuts at 29 s).
@@ -31,17 +32,16 @@ COPY_RETRY_AFTER = 10
 
 
 def check_id(field: str, raw: str) -> str:
-    """The id a path segment names, decoded, following the upload keys' rules: no `/`, no control or format
-    characters, not a dot segment, at most 128 characters. API Gateway REST hands the Lambda the path still
-    percent-encoded (its `pathParameters` are decoded), and the resolver routes on the path."""
+    """The id a path segment names, decoded, under the upload keys' rules (relay.segments): an issue one can
+    upload into is one the API reaches. API Gateway REST hands the Lambda the path still percent-encoded
+    (its `pathParameters` are decoded), and the resolver routes on the path."""
     try:
         value = unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise InvalidInputError(f"{field} is not valid percent-encoded UTF-8", field=field) from None
-    if len(value) > MAX_ID:
-        raise InvalidInputError(f"{field} is longer than {MAX_ID} characters", field=field)
-    if not usable_id(value):
-        raise InvalidInputError(f"{field} must not be empty, '.' or '..', or hold '/', '\\' or controls", field=field)
+    problem = segment_problem(value, field, MAX_ID)
+    if problem is not None:
+        raise InvalidInputError(problem[1], field=field)
     return value
 
 
@@ -147,7 +147,7 @@ class AttachmentsService:
         return job, True
 
     def job(self, job_id: str) -> ArchiveJob:
-        job = self.jobs.get(job_id)
+        job = self.jobs.view(job_id)
         if job is None:
             raise ArchiveJobNotFoundError(f"no archive job {job_id!r} (jobs are kept 30 days)")
         return job

@@ -6,14 +6,11 @@ import unicodedata
 from dataclasses import dataclass
 
 from relay.errors import InvalidUploadError
+from relay.segments import segment_problem
 from relay.vendors.itwin import KINDS, Kind
 
 MAX_ID_CHARS = 128
 MAX_FILE_NAME_CHARS = 255
-# Format characters that reorder or hide text (bidi controls, BOM); ZWJ and ZWNJ stay, emoji sequences need them.
-_HIDING_FORMAT = {0x061C, 0x200B, 0x200E, 0x200F, 0x2060, 0xFEFF, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
-# Unassigned (Cn) and private-use (Co) characters pass: emoji newer than the runtime's Unicode are Cn.
-_REFUSED_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 
 
 @dataclass(frozen=True)
@@ -30,20 +27,10 @@ class ItwinTarget:
         return f"itwin:{self.kind}/{self.parent_id}/{attachment_id}"
 
 
-def _refused(ch: str) -> bool:
-    return unicodedata.category(ch) in _REFUSED_CATEGORIES or ord(ch) in _HIDING_FORMAT
-
-
 def _check_segment(value: str, what: str, limit: int) -> None:
-    if not value or not value.strip():
-        raise InvalidUploadError(f"the {what} is empty", code="EmptyKeySegment")
-    if value in (".", ".."):
-        raise InvalidUploadError(f"the {what} is {value!r}", code="DotKeySegment")
-    bad = next((ch for ch in value if _refused(ch)), None)
-    if bad is not None:
-        raise InvalidUploadError(f"the {what} holds control character U+{ord(bad):04X}", code="ControlCharacter")
-    if len(value) > limit:
-        raise InvalidUploadError(f"the {what} is {len(value)} characters; at most {limit}", code="KeySegmentTooLong")
+    problem = segment_problem(value, what, limit)
+    if problem is not None:
+        raise InvalidUploadError(problem[1], code=problem[0])
 
 
 def parse_target(key: str) -> ItwinTarget:
