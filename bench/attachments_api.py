@@ -148,10 +148,11 @@ def main() -> int:
             )
 
         # Memory from the first archive on: the allocator keeps what a copy used, so later rounds add nothing.
-        with PeakRss(os.getpid()) as plain_rss:
-            plain()  # the baseline's memory, measured the same way
+        # The relay first, so no earlier copy has grown the allocator for it; then the baseline the same way.
         with PeakRss(os.getpid()) as rss:
             relay()
+        with PeakRss(os.getpid()) as plain_rss:
+            plain()
         relay_times, plain_times, growth = [], [], [rss.added_mib]
         for _ in range(max(3, args.rounds // 3)):
             forget()

@@ -33,6 +33,12 @@ def _vendor(cls: type[e.VendorError], status: int | None, code: str, **kwargs: A
     return cls("vendor says no", http_status=status, code=code, **kwargs)
 
 
+def _refused_token() -> e.TokenEndpointError:
+    error = e.TokenEndpointError("token endpoint answered 400: invalid_client", code="invalid_client")
+    error.refused = True
+    return error
+
+
 @pytest.mark.parametrize(
     ("error", "status", "code", "headers", "field"),
     [
@@ -43,7 +49,8 @@ def _vendor(cls: type[e.VendorError], status: int | None, code: str, **kwargs: A
         (e.ArchiveJobNotFoundError("no job"), 404, "ArchiveJobNotFound", {}, None),
         (_vendor(e.AuthenticationError, 401, "HeaderNotFound"), 502, "ItwinCredentialsRejected", {}, None),
         (_vendor(e.PermissionDeniedError, 403, "Forbidden"), 502, "ItwinCredentialsRejected", {}, None),
-        (e.TokenEndpointError("invalid_client"), 502, "ItwinCredentialsRejected", {}, None),
+        (_refused_token(), 502, "ItwinCredentialsRejected", {}, None),
+        (e.TokenEndpointError("token endpoint answered 503"), 503, "ItwinUnavailable", {"Retry-After": "5"}, None),
         (
             _vendor(e.RateLimitedError, 429, "TooManyRequests", retry_after=7),
             503,

@@ -87,6 +87,17 @@ def test_listing_follows_next_links_and_refuses_one_on_another_host():
     assert [s[1] for s in session.sent] == [f"{BASE}/issues/I/attachments", f"{BASE}/issues/I/attachments?ct=2"]
 
 
+def test_listing_follows_a_continuation_token_in_the_body():
+    page1 = {"attachments": [{"id": "a"}], "continuationToken": "t-2"}
+    page2 = {"attachments": [{"id": "b"}]}
+    itwin, session = client([FakeResponse(200, page1), FakeResponse(200, page2)])
+    assert [a["id"] for a in itwin.list_attachments("forms", "F")] == ["a", "b"]
+    assert [s[2].get("params") for s in session.sent] == [
+        {"$top": 50},
+        {"$top": 50, "continuationToken": "t-2"},
+    ]
+
+
 def test_a_looping_next_link_is_bounded():
     from relay.vendors import itwin as module
 

@@ -47,7 +47,7 @@ DEFAULT_SECRET_MAX_AGE = 300
 ARCHIVE_PREFIX = "archive/"
 # Large copies stream here first, so the final key is written once, whole, with its sha256 in the metadata.
 STAGING_PREFIX = "staging/"
-# S3's smallest multipart part (except the last) is 5 MiB; one part is what a copy holds in memory.
+# S3's smallest multipart part (except the last) is 5 MiB; a copy holds about three parts in memory.
 MIN_ARCHIVE_PART_BYTES = 5 * 1024 * 1024
 DEFAULT_ARCHIVE_PART_BYTES = 8 * 1024 * 1024
 DEFAULT_ARCHIVE_JOB_STALE_SECONDS = 3600

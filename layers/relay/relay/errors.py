@@ -62,6 +62,8 @@ class TokenEndpointError(RelayError):
 
     code = "TokenEndpointError"
     outcome = Outcome.RETRY
+    # True when the endpoint answered 4xx (not 429): it refused the client, rather than being unreachable.
+    refused = False
 
 
 class MalformedMessageError(RelayError):

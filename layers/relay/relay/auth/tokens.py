@@ -137,11 +137,14 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
         # Token endpoints may echo the request: keep the code and status, nothing of the body.
         held = [v for k, v in form.items() if k in ("client_secret", "refresh_token")]
         code = redact(error.code, held)
-        raise TokenEndpointError(
+        refused = bool(error.http_status and 400 <= error.http_status < 500 and error.http_status != 429)
+        failure = TokenEndpointError(
             f"token endpoint {where} answered {error.http_status or 'nothing'}: {code}",
             # The OAuth code (invalid_client, invalid_grant) says what to fix; 5xx and silence say "unreachable".
             code=code if error.http_status and 400 <= error.http_status < 500 else "TokenEndpointError",
-        ) from None
+        )
+        failure.refused = refused
+        raise failure from None
     token = payload.get("access_token") if isinstance(payload, dict) else None
     if not isinstance(token, str) or not token or not token.isprintable() or " " in token:
         raise TokenEndpointError(f"token endpoint {where} answered without a usable access_token")

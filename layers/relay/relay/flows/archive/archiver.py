@@ -16,6 +16,7 @@ from relay.errors import CopyTimedOutError, MalformedMessageError, MalformedResp
 from relay.vendors.itwin import KINDS, ITwinClient, Kind, usable_id
 
 CHUNK = 1024 * 1024  # read from iTwin a MiB at a time; parts are assembled from these
+MAX_ID = 128  # an id is a key segment: the archive key stays within S3's 1,024 bytes
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class AttachmentInfo:
     @classmethod
     def from_itwin(cls, item: dict[str, Any]) -> AttachmentInfo:
         attachment_id, name, size = item.get("id"), item.get("fileName"), item.get("size")
-        if not usable_id(attachment_id) or not isinstance(name, str):
+        if not usable_id(attachment_id) or len(str(attachment_id)) > MAX_ID or not isinstance(name, str):
             raise MalformedResponseError(f"a listed attachment has an unusable id or fileName: {attachment_id!r}")
         return cls(
             id=cast(str, attachment_id),

@@ -86,6 +86,9 @@ def error_answer(error: Exception) -> tuple[int, str, str, dict[str, str], str |
         return 404, error.code, error.message, {}, None
     if isinstance(error, NotFoundError):
         return 404, error.code, error.message, {}, None
+    if isinstance(error, TokenEndpointError) and not error.refused:
+        message = f"iTwin's token endpoint could not be reached ({error.code}); retry later"
+        return 503, "ItwinUnavailable", message, {"Retry-After": str(DEFAULT_RETRY_AFTER)}, None
     if isinstance(error, AuthenticationError | PermissionDeniedError | TokenEndpointError):
         status = f"HTTP {error.http_status} " if isinstance(error, VendorError) and error.http_status else ""
         message = (
@@ -100,7 +103,9 @@ def error_answer(error: Exception) -> tuple[int, str, str, dict[str, str], str |
         code = "ItwinRateLimited" if isinstance(error, RateLimitedError) else "ItwinUnavailable"
         return 503, code, f"iTwin did not answer in time ({error}); retry later", {"Retry-After": wait}, None
     if isinstance(error, ObjectStoreError | RecordStoreError | QueueError):
-        return 503, error.code, error.message, {"Retry-After": str(DEFAULT_RETRY_AFTER)}, None
+        # The detail (bucket, key, table) is logged, never answered.
+        message = "the relay's AWS storage or queue did not answer; retry later"
+        return 503, error.code, message, {"Retry-After": str(DEFAULT_RETRY_AFTER)}, None
     if isinstance(error, RelayError):
         return 502, error.code, f"iTwin's answer could not be used: {error}", {}, None
     return 500, "InternalError", "unexpected error: quote the request id", {}, None
@@ -113,7 +118,7 @@ def handle_error(error: Exception) -> Response[str]:
     if status == 500 and not isinstance(error, RelayError):
         logger.exception("unexpected error", extra=details)
     elif status >= 500:
-        logger.error(redact(message), extra=details)
+        logger.error(redact(str(error)), extra=details)  # the whole detail here; the caller's body is shorter
     else:
         logger.info("request refused", extra=details)
     body = ErrorBody(code=code, message=redact(message), requestId=request_id, field=field)

@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from relay.flows.attachments_api.models import AttachmentList, CopyPending, ErrorBody, FileLink
 from relay.flows.attachments_api.service import Link, check_id, service
+from relay.transport.retry import Deadline
 from relay.vendors.itwin import Kind
 
 router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves __init__ unannotated
@@ -53,8 +54,8 @@ def _list(kind: Kind, parent_id: str, field: str) -> AttachmentList:
 def _file(kind: Kind, parent_id: str, attachment_id: str, field: str) -> Response[Any]:
     svc = service()
     svc.start_request(router.lambda_context)
-    remaining = router.lambda_context.get_remaining_time_in_millis() / 1000 if router.lambda_context else None
-    answer = svc.file(kind, check_id(field, parent_id), check_id("attachmentId", attachment_id), remaining)
+    left = Deadline.from_context(router.lambda_context)
+    answer = svc.file(kind, check_id(field, parent_id), check_id("attachmentId", attachment_id), left.remaining)
     if isinstance(answer, Link):
         link = FileLink(
             url=answer.url,

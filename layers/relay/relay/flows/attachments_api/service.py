@@ -16,7 +16,13 @@ from botocore.config import Config
 from relay.aws.archive import ArchivedCopy
 from relay.aws.jobs import ArchiveJob, ArchiveJobs, Result
 from relay.aws.queues import WorkQueue
-from relay.errors import ArchiveJobNotFoundError, CopyTimedOutError, InvalidInputError, QueueError
+from relay.errors import (
+    ArchiveJobNotFoundError,
+    CopyTimedOutError,
+    InvalidInputError,
+    MalformedResponseError,
+    QueueError,
+)
 from relay.flows.archive import Archiver, ArchiveRequest, AttachmentInfo, archive_jobs, archive_store
 from relay.observability import logger
 from relay.segments import segment_problem
@@ -26,8 +32,9 @@ from relay.vendors.factory import itwin_client
 from relay.vendors.itwin import ITwinClient, Kind
 
 MAX_ID = 128
-# Seconds of a request kept back from copying, to answer (API Gateway cuts at 29 s).
-ANSWER_MARGIN = 4.0
+# Seconds of a request kept back from copying (API Gateway cuts at 29 s): the deadline is checked between
+# chunks, so a stalled read (RELAY_HTTP_READ_TIMEOUT, 5 s for the API) and the copy from staging come after it.
+ANSWER_MARGIN = 12.0
 COPY_RETRY_AFTER = 10
 
 
@@ -86,7 +93,15 @@ class AttachmentsService:
         self.itwin.use_deadline(Deadline.from_context(context))
 
     def _infos(self, kind: Kind, parent_id: str) -> list[AttachmentInfo]:
-        return [AttachmentInfo.from_itwin(item) for item in self.itwin.list_attachments(kind, parent_id)]
+        """The listing's usable attachments. One with an id that cannot be a key segment (a slash, a control
+        character, over 128 characters) is left out and logged: it must not block the parent's listing."""
+        infos = []
+        for item in self.itwin.list_attachments(kind, parent_id):
+            try:
+                infos.append(AttachmentInfo.from_itwin(item))
+            except MalformedResponseError as error:
+                logger.warning("unusable attachment left out", extra={"parent": parent_id, "error": error.message})
+        return infos
 
     def attachments(self, kind: Kind, parent_id: str) -> list[dict[str, Any]]:
         """Every attachment (all pages), each with `archived` and, when it is, `archiveKey`."""
@@ -100,14 +115,18 @@ class AttachmentsService:
             listed.append({**info.as_dict(), "archived": current, "archiveKey": key if current else None})
         return listed
 
-    def file(self, kind: Kind, parent_id: str, attachment_id: str, remaining: float | None) -> Link | Pending:
-        """A pre-signed URL of a current copy, made now when it fits in the time left, else queued."""
+    def file(
+        self, kind: Kind, parent_id: str, attachment_id: str, remaining: Callable[[], float | None]
+    ) -> Link | Pending:
+        """A pre-signed URL of a current copy, made now when it fits in the time left, else queued.
+
+        `remaining` is read when the copy starts, after the listing and the HEAD have taken their time."""
         info = AttachmentInfo.from_itwin(self.itwin.find_attachment(kind, parent_id, attachment_id))
         copy = self.archiver.current(kind, parent_id, info)
         if copy is None:
-            budget = self.settings.api_copy_seconds
-            if remaining is not None:
-                budget = min(budget, remaining - ANSWER_MARGIN)
+            budget, left = self.settings.api_copy_seconds, remaining()
+            if left is not None:
+                budget = min(budget, left - ANSWER_MARGIN)
             try:
                 if budget <= 0:
                     raise CopyTimedOutError("no time left in this request to copy")
