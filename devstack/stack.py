@@ -11,7 +11,7 @@ import boto3
 import requests
 
 from devstack.template import ROOT, Resolver, load
-from sandbox.seed import APS_CLIENT, ITWIN_CLIENT, seed
+from sandbox.seed import APS_CLIENT, ITWIN_CLIENT, WEBHOOK_SECRET, seed
 
 STACK_NAME = "attachment-relay"
 ACCOUNT_ID = "123456789012"
@@ -126,8 +126,10 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
 
 def _create_secret(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any], sandbox: str) -> None:
     name = resolver.resolve(props["Name"])
-    if "itwin" in logical.lower():
-        value: dict[str, Any] = {
+    if logical == "WebhookSecret":
+        value: dict[str, Any] = {"current": WEBHOOK_SECRET}
+    elif "itwin" in logical.lower():
+        value = {
             "client_id": ITWIN_CLIENT[0],
             "client_secret": ITWIN_CLIENT[1],
             "token_url": f"{sandbox}/connect/token",

@@ -10,6 +10,8 @@ import requests
 # Sandbox credentials the local secrets hold. They are only valid against a local sandbox.
 ITWIN_CLIENT = ("relay-local-itwin", "local-itwin-client-secret")
 APS_CLIENT = ("relay-local-aps", "local-aps-client-secret")
+# The local stack's iTwin webhook secret (WebhookSecret's `current`): 32+ characters, as iTwin requires.
+WEBHOOK_SECRET = "local-itwin-webhook-secret-0123456789abcdef"  # noqa: S105 - local only
 DEMO_ISSUES = ("ISSUE-1001", "ISSUE-1002", "ISSUE-ÜNICODE-7")
 DEMO_FORMS = ("FORM-2001",)
 DEMO_HUB = "b.demo-hub"

@@ -97,6 +97,14 @@ TABLE: dict[str, Field] = {
         c.PRESIGN_EXPIRY_SECONDS_ENV, _presign_expiry, str(c.DEFAULT_PRESIGN_EXPIRY_SECONDS)
     ),
     "api_copy_seconds": Field(c.API_COPY_SECONDS_ENV, _positive(float), str(c.DEFAULT_API_COPY_SECONDS)),
+    "webhook_secret_id": Field(c.WEBHOOK_SECRET_ID_ENV, _text, ""),
+    "webhook_deliveries_table": Field(c.WEBHOOK_DELIVERIES_TABLE_ENV, _text, ""),
+    "webhook_max_body_bytes": Field(
+        c.WEBHOOK_MAX_BODY_BYTES_ENV, _positive(int), str(c.DEFAULT_WEBHOOK_MAX_BODY_BYTES)
+    ),
+    "webhook_dedupe_seconds": Field(
+        c.WEBHOOK_DEDUPE_SECONDS_ENV, _positive(int), str(c.DEFAULT_WEBHOOK_DEDUPE_SECONDS)
+    ),
 }
 
 
@@ -129,6 +137,10 @@ class Settings:
     archive_job_stale_seconds: int = c.DEFAULT_ARCHIVE_JOB_STALE_SECONDS
     presign_expiry_seconds: int = c.DEFAULT_PRESIGN_EXPIRY_SECONDS
     api_copy_seconds: float = c.DEFAULT_API_COPY_SECONDS
+    webhook_secret_id: str = ""
+    webhook_deliveries_table: str = ""
+    webhook_max_body_bytes: int = c.DEFAULT_WEBHOOK_MAX_BODY_BYTES
+    webhook_dedupe_seconds: int = c.DEFAULT_WEBHOOK_DEDUPE_SECONDS
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:

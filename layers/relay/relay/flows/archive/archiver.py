@@ -60,14 +60,28 @@ def _text(value: object) -> str | None:
 
 @dataclass(frozen=True)
 class ArchiveRequest:
-    """One archive-queue message: copy this attachment, and count it in `job_id` when there is one."""
+    """One archive-queue message: copy this attachment, and count it in `job_id` when there is one.
+
+    A webhook knows only the attachment's id: then `attachment` is None and the worker looks the metadata up.
+    """
 
     kind: Kind
     parent_id: str
-    attachment: AttachmentInfo
+    attachment: AttachmentInfo | None
     job_id: str | None = None
+    bare_id: str | None = None  # the id when `attachment` is None
+
+    @classmethod
+    def by_id(cls, kind: Kind, parent_id: str, attachment_id: str) -> ArchiveRequest:
+        return cls(kind, parent_id, None, None, attachment_id)
+
+    @property
+    def attachment_id(self) -> str:
+        return self.attachment.id if self.attachment else (self.bare_id or "")
 
     def body(self) -> dict[str, Any]:
+        if self.attachment is None:
+            return {"kind": self.kind, "parentId": self.parent_id, "attachmentId": self.bare_id, "jobId": None}
         return {
             "kind": self.kind,
             "parentId": self.parent_id,
@@ -80,12 +94,18 @@ class ArchiveRequest:
         try:
             data = json.loads(body)
             kind, parent, job = data["kind"], data["parentId"], data.get("jobId")
-            attachment = AttachmentInfo.from_itwin(data["attachment"])
+            if "attachment" in data:
+                attachment: AttachmentInfo | None = AttachmentInfo.from_itwin(data["attachment"])
+                bare = None
+            else:
+                attachment, bare = None, data["attachmentId"]
         except (ValueError, TypeError, KeyError, AttributeError, MalformedResponseError) as exc:
             raise MalformedMessageError(f"not an archive request ({type(exc).__name__})") from None
         if kind not in KINDS or not usable_id(parent) or not (job is None or usable_id(job)):
             raise MalformedMessageError("an archive request names an unknown kind, parent or job")
-        return cls(kind, parent, attachment, job)
+        if attachment is None and (not usable_id(bare) or job is not None):
+            raise MalformedMessageError("an archive request by id names an unusable attachment id, or a job")
+        return cls(kind, parent, attachment, job, bare)
 
 
 @dataclass(frozen=True)

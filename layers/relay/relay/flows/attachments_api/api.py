@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -50,16 +51,79 @@ app.include_router(archive_jobs.router)
 
 def openapi_document() -> str:
     """The OpenAPI document Powertools generates from the routes; docs/openapi.json is this, checked in."""
-    return app.get_openapi_json_schema(
-        title=TITLE,
-        version=VERSION,
-        description=(
-            "List, hand out and archive Bentley iTwin issue and form attachments. Every route is IAM-authorised "
-            "(SigV4). Files are never in a response: /file answers 302 to a pre-signed S3 URL."
-        ),
-        security_schemes={"sigv4": SIGV4},
-        security=[{"sigv4": []}],
+    document = json.loads(
+        app.get_openapi_json_schema(
+            title=TITLE,
+            version=VERSION,
+            description=(
+                "List, hand out and archive Bentley iTwin issue and form attachments. Every route is IAM-authorised "
+                "(SigV4) but POST /webhooks/itwin, which iTwin calls and whose HMAC signature is its authorisation. "
+                "Files are never in a response: /file answers 302 to a pre-signed S3 URL."
+            ),
+            security_schemes={"sigv4": SIGV4},
+            security=[{"sigv4": []}],
+        )
     )
+    # The webhook is its own function (it must verify the raw body before any parsing), not a resolver route.
+    document["paths"]["/webhooks/itwin"] = WEBHOOK_PATH
+    return json.dumps(document)
+
+
+def _error_response(description: str) -> dict[str, object]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+
+
+WEBHOOK_PATH = {
+    "post": {
+        "summary": "Receive a signed iTwin webhook (v2) delivery",
+        "description": (
+            "The API's only route without IAM: iTwin cannot sign with SigV4, so the signature is the authorisation. "
+            "`Signature: sha256=<hex>` must be the HMAC-SHA256 of the raw body keyed with the webhook secret "
+            "(exactly one header, lower-case prefix and hex, no whitespace); it is checked before the body is parsed. "
+            "attachmentAttached.v1 queues an archive, attachmentUnattached.v1 tags the archived copy "
+            "relay-status=unattached, anything else is ignored. Deliveries are deduplicated on messageId."
+        ),
+        "operationId": "itwin_webhook",
+        "security": [],
+        "parameters": [
+            {
+                "name": "Signature",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["messageId", "eventType", "content"],
+                        "properties": {
+                            "content": {"type": "object"},
+                            "eventType": {"type": "string"},
+                            "enqueuedDateTime": {"type": "string"},
+                            "iTwinId": {"type": "string"},
+                            "messageId": {"type": "string"},
+                            "webhookId": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "202": {"description": "Accepted (queued, tagged, ignored, or a redelivery)"},
+            "400": _error_response("Validly signed, but not a JSON delivery"),
+            "401": _error_response("The signature is missing, malformed or does not match (one body for every case)"),
+            "413": _error_response("The body is over the limit (256 KiB by default)"),
+            "503": _error_response("The delivery could not be recorded or queued; iTwin resends it"),
+        },
+    }
+}
 
 
 @app.get("/openapi.json", include_in_schema=False)
