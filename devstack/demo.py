@@ -1,5 +1,6 @@
 """`make demo`: uploads to the local bucket become iTwin attachments, then the attachments API lists, hands out
-and archives a form's files through the signed local gateway; every outcome is checked."""
+and archives a form's files through the signed local gateway, and a signed iTwin webhook archives a file attached
+in iTwin while a forged one is refused; every outcome is checked."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ from devstack.invoke import PumpReport, open_log, pump
 from devstack.sigv4 import SigV4
 from devstack.stack import LOG_DIR, LocalStack, provision, shown
 from sandbox import Sandbox
+from sandbox.seed import WEBHOOK_SECRET
 
 FUNCTION = "S3ToItwinFunction"
 ARCHIVE_FUNCTION = "ArchiveFunction"
 LOG_FILE = LOG_DIR / "demo.log"
+WEBHOOK_ROUTE = "/webhooks/itwin"
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,49 @@ def api_demo(stack: LocalStack, log: TextIO, state: dict[str, Any], form: str = 
         unsigned = call("GET", f"/forms/{form}/attachments", signed=False)
         print(f"\nthe same listing unsigned -> {unsigned.status_code} {unsigned.json().get('message')}")
         problems += unsigned.status_code != 403
+        problems += webhook_demo(stack, log, base + WEBHOOK_ROUTE, form)
     return int(problems)
+
+
+def webhook_demo(stack: LocalStack, log: TextIO, url: str, form: str) -> int:
+    """A file attached in iTwin (as a field app would) reaches the bucket through iTwin's signed webhook."""
+    from devstack.invoke import enter_environment
+    from relay.settings import Settings
+    from relay.vendors.factory import itwin_client
+
+    enter_environment(stack, ARCHIVE_FUNCTION)
+    itwin = itwin_client(Settings.load())
+    data = b"\xff\xd8 site photo attached from the field app " * 64
+    created = itwin.create_attachment("forms", form, "field-photo.jpg", "attached in iTwin, not through the bucket")
+    itwin.upload(created.location, lambda: data, len(data))
+    attachment = created.attachment_id or ""
+    print(f"\nsigned iTwin webhooks on the same gateway: POST {url} (no IAM: the HMAC signature is the authorisation)")
+    print(f"  a field app attached field-photo.jpg to {form} in iTwin: attachment {attachment[:12]}…")
+    sent = requests.post(
+        f"{stack.sandbox_url}/__sandbox/webhooks/send",
+        json={
+            "url": url,
+            "secret": WEBHOOK_SECRET,
+            "eventType": "forms.attachmentAttached.v1",
+            "content": {"attachmentId": attachment, "formId": form, "discipline": "Civil"},
+        },
+        timeout=30,
+    ).json()
+    print(f"  the sandbox signed and sent forms.attachmentAttached.v1 -> {sent.get('status')} {sent.get('body')}")
+    report = pump(stack, ARCHIVE_FUNCTION, log=log)
+    key = f"archive/forms/{form}/{attachment}/field-photo.jpg"
+    s3 = stack.client("s3")
+    try:
+        head = s3.head_object(Bucket=stack.resources["UploadBucket"], Key=key)
+        copied = head["Metadata"].get("sha256") == hashlib.sha256(data).hexdigest()
+    except s3.exceptions.ClientError:
+        head, copied = {}, False
+    print(f"  the archive queue delivered {report.delivered} request(s) to {ARCHIVE_FUNCTION}")
+    print(f"  s3://…/{key}: {head.get('ContentLength', 0)} bytes, sha256 {'matches' if copied else 'MISSING'}")
+    raw = b'{"eventType": "forms.attachmentAttached.v1", "messageId": "forged-1", "content": {}}'
+    forged = requests.post(url, data=raw, headers={"Signature": "sha256=" + "0" * 64}, timeout=30)
+    print(f"  a forged delivery (a made-up signature) -> {forged.status_code} {forged.json().get('message')}")
+    return int(sent.get("status") != 202) + int(not copied) + int(forged.status_code != 401) + len(report.crashes)
 
 
 def _messages_explained(report: PumpReport, uploads: int) -> str:

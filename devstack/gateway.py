@@ -213,6 +213,13 @@ class _Reply:
     close: bool = False
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of webhook deliveries (iTwin sends many at once) would be
+    # refused with resets that API Gateway never gives.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class LocalGateway:
     """The template's REST API on a local port: routes to `invoke(function, event)`, SigV4 checked on AWS_IAM routes.
 
@@ -275,7 +282,7 @@ class LocalGateway:
             pass
 
         Handler.gateway = gateway
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = _Server((self.host, self.port), Handler)
         # serve_forever polls for shutdown: a short interval keeps stop() (and each test's teardown) quick.
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(

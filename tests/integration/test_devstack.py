@@ -261,3 +261,7 @@ def test_demo_as_written_prints_a_clean_table_and_names_its_log(tmp_path: Path):
     assert any("sha256 matches iTwin's file" in line for line in lines)
     assert any(line.startswith("GET /archive-jobs/") and "-> succeeded: total 2" in line for line in lines)
     assert "the same listing unsigned -> 403 Missing Authentication Token" in lines
+    # The webhook part: the signed delivery archived the new file, and the forged one was refused.
+    assert any('forms.attachmentAttached.v1 -> 202 {"status": "queued"}' in line for line in lines)
+    assert any("/field-photo.jpg: 2688 bytes, sha256 matches" in line for line in lines)
+    assert any("a forged delivery (a made-up signature) -> 401" in line for line in lines)

@@ -4,6 +4,7 @@ ItwinWebhooksFunction verifies and queues, ArchiveFunction copies. Every row of 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import threading
 import urllib.parse
@@ -215,6 +216,20 @@ def test_every_forged_or_malformed_signature_gets_the_same_401_and_does_nothing(
     assert hooks.post(body).status_code == 202
 
 
+def test_a_refused_delivery_logs_neither_the_secret_nor_the_expected_signature(harness: Harness):
+    raw = json.dumps(webhook_event("issues.attachmentAttached.v1", {"attachmentId": "a", "issueId": "I"})).encode()
+    expected = sign(WEBHOOK_SECRET, raw).removeprefix("sha256=")
+    near_miss = "sha256=" + expected[:-1] + ("0" if expected[-1] != "0" else "1")
+    log = io.StringIO()
+    event = {"body": raw.decode(), "headers": {"Signature": near_miss}, "multiValueHeaders": {"Signature": [near_miss]}}
+    answer = invoke(harness.stack, FUNCTION, event, log=log)
+    assert answer["statusCode"] == 401
+    text = log.getvalue() + answer["body"]
+    assert "signature check failed" in text  # the refusal is logged ...
+    for secret in (WEBHOOK_SECRET, expected, expected[:16]):
+        assert secret not in text  # ... without what would let a caller forge the next one
+
+
 def test_a_body_over_the_limit_is_413_before_it_is_checked(hooks: Hooks, harness: Harness):
     raw = b'{"pad": "' + b"x" * (256 * 1024) + b'"}'
     answer = hooks.post(raw)  # validly signed, and still refused: the size comes first
@@ -287,6 +302,37 @@ def test_twenty_redeliveries_some_concurrent_leave_one_copy(hooks: Hooks, api: A
     api.archive_pump()
     assert len(api.archived("issues", issue)) == 1
     assert harness.counts().get("itwin.issues.download", 0) == downloads  # nothing downloaded again
+
+
+def test_twenty_deliveries_racing_in_two_containers_queue_one_archive(hooks: Hooks, harness: Harness):
+    """The local gateway runs one invocation at a time; API Gateway does not. Two receivers ("containers") built
+    as the function builds its own, 20 threads at once against the same DynamoDB table and queue."""
+    from relay.flows.itwin_webhooks import build_itwin_webhooks
+    from relay.settings import Settings
+
+    settings = Settings.load(harness.stack.env(FUNCTION))
+    containers = [build_itwin_webhooks(settings) for _ in range(2)]
+    issue = harness.new_parent("issues")
+    raw = hooks.body("issues.attachmentAttached.v1", "issues", issue, "raced")
+    event = {"body": raw.decode(), "headers": {"Signature": sign(WEBHOOK_SECRET, raw)}, "multiValueHeaders": None}
+    outcomes: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(20)
+
+    def deliver(i: int) -> None:
+        start.wait()
+        answer = containers[i % 2].handle(event)
+        with lock:
+            outcomes.append((answer["statusCode"], json.loads(answer["body"])["status"]))
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [(202, "duplicate")] * 19 + [(202, "queued")]
+    assert harness.queue_depth("ArchiveQueue") == 1
+    harness.empty_queue("ArchiveQueue")
 
 
 # -- rotation -----------------------------------------------------------------------------------------------
