@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from relay.aws.deliveries import WebhookDeliveries
+from relay.aws.deliveries import STALE_CLAIM_SECONDS, Claim, WebhookDeliveries
 from relay.aws.queues import WorkQueue
-from relay.errors import ConfigurationError
+from relay.errors import ConfigurationError, RecordStoreError
 from relay.flows.itwin_webhooks import WebhookSecrets, sign
 from relay.flows.itwin_webhooks.flow import ItwinWebhooksFlow, raw_body
 from relay.settings import Settings
@@ -50,7 +50,7 @@ def flow(aws, sqs) -> ItwinWebhooksFlow:
     settings = Settings.load({}, archive_bucket=aws.bucket, webhook_max_body_bytes=4096)
     deliveries = WebhookDeliveries(aws.tables["WebhookDeliveriesTable"], aws.dynamodb, ttl_seconds=3600)
     secrets: Any = Secrets(WebhookSecrets(SECRET))  # the store's one method, without Secrets Manager
-    return ItwinWebhooksFlow(settings, secrets, deliveries, WorkQueue(sqs, "q"), aws.s3)
+    return ItwinWebhooksFlow(settings, secrets, deliveries, WorkQueue(sqs, "q"), aws.s3, sleep=lambda _: None)
 
 
 def status(answer: dict[str, Any]) -> tuple[int, Any]:
@@ -127,3 +127,78 @@ def test_an_unusable_secret_answers_500_without_its_value(flow):
 def test_raw_body_of_a_bad_base64_is_empty():
     assert raw_body({"body": "!!!", "isBase64Encoded": True}) == b""
     assert raw_body({"body": None}) == b""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def deliveries(aws, clock) -> WebhookDeliveries:
+    return WebhookDeliveries(aws.tables["WebhookDeliveriesTable"], aws.dynamodb, ttl_seconds=3600, clock=clock)
+
+
+def test_a_claim_is_done_only_once_its_work_is(deliveries):
+    claim, token = deliveries.claim("m-9", "x")
+    assert (claim, bool(token)) == (Claim.OWNED, True)
+    assert deliveries.claim("m-9", "x") == (Claim.IN_FLIGHT, "")  # never acknowledged before the work is done
+    deliveries.done("m-9", "queued")
+    assert deliveries.claim("m-9", "x") == (Claim.DONE, "")
+
+
+def test_a_claim_whose_invocation_died_is_taken_over_after_the_stale_window(deliveries, clock):
+    deliveries.claim("m-9", "x")
+    clock.now += STALE_CLAIM_SECONDS - 1
+    assert deliveries.claim("m-9", "x")[0] is Claim.IN_FLIGHT
+    clock.now += 2  # past the function's 5 s timeout: the first invocation is gone
+    assert deliveries.claim("m-9", "x")[0] is Claim.OWNED
+
+
+def test_release_deletes_only_its_own_claim(deliveries, clock):
+    _, first = deliveries.claim("m-9", "x")
+    clock.now += STALE_CLAIM_SECONDS + 1
+    claim, second = deliveries.claim("m-9", "x")  # taken over
+    assert claim is Claim.OWNED
+    deliveries.release("m-9", first)  # the first invocation, late, must not erase the second's claim
+    assert deliveries.claim("m-9", "x")[0] is Claim.IN_FLIGHT
+    deliveries.release("m-9", second)
+    assert deliveries.claim("m-9", "x")[0] is Claim.OWNED
+
+
+def test_a_redelivery_while_the_first_is_in_flight_is_not_acknowledged(flow, sqs):
+    flow.deliveries.claim("m-1", "forms.attachmentAttached.v1")  # another container holds the work
+    answer = flow.handle(event(ATTACHED))
+    assert (answer["statusCode"], answer["headers"]["Retry-After"]) == (503, "1")
+    assert sqs.delivered == []
+    flow.deliveries.done("m-1", "queued")
+    assert status(flow.handle(event(ATTACHED))) == (202, {"status": "duplicate"})
+
+
+def test_work_done_but_not_settled_is_still_acknowledged(flow, sqs, monkeypatch):
+    def fail(*_: Any) -> None:
+        raise RecordStoreError("settling a delivery failed: ProvisionedThroughputExceededException")
+
+    monkeypatch.setattr(flow.deliveries, "done", fail)
+    assert status(flow.handle(event(ATTACHED))) == (202, {"status": "queued"})  # not 503: no resend queues again
+    assert len(sqs.delivered) == 1
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(flow):
+    assert flow.handle(event(b"[" * 100_000 + b"]" * 100_000))["statusCode"] in (400, 413)
+    nested = b"[" * 2000 + b"]" * 2000
+    flow.settings = Settings.load({}, archive_bucket=flow.bucket, webhook_max_body_bytes=len(nested))
+    assert flow.handle(event(nested))["statusCode"] == 400
+
+
+def test_a_base64_body_over_the_limit_is_413_before_the_secret_is_read(flow):
+    flow.secrets = Secrets(AssertionError("the secret must not be read"))  # type: ignore[assignment]
+    assert flow.handle(event(b"x" * 5000, "sha256=" + "0" * 64, b64=True))["statusCode"] == 413

@@ -175,7 +175,7 @@ def test_the_archive_queue_has_a_dlq_with_an_alarm_and_the_outputs_name_the_api(
     assert outputs["AttachmentsApiUrl"]["Value"]["Fn::Sub"].endswith("/v1")
 
 
-@pytest.mark.parametrize("role", ["AttachmentsApiRole", "ArchiveRole"])
+@pytest.mark.parametrize("role", ["AttachmentsApiRole", "ArchiveRole", "ItwinWebhooksRole"])
 def test_the_archive_roles_reach_only_archive_and_staging_in_the_bucket(role):
     statements = R[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     for statement in statements:

@@ -9,7 +9,7 @@ import boto3
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from relay.aws.archive import ArchiveStore
-from relay.aws.deliveries import WebhookDeliveries
+from relay.aws.deliveries import FAILURE_RECORD_SECONDS, WebhookDeliveries
 from relay.aws.jobs import ArchiveJobs, Result
 from relay.errors import Outcome, RelayError, outcome_of, redact
 from relay.flows.archive.archiver import Archiver, ArchiveRequest, AttachmentInfo
@@ -97,6 +97,7 @@ class ArchiveFlow:
             self.deliveries.record(
                 archive_record_id(request),
                 {"status": Result.FAILED.value, "code": code, "message": redact(str(error)), "receives": receives},
+                keep_seconds=FAILURE_RECORD_SECONDS,
             )
 
 

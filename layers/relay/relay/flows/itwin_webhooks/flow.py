@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import boto3
@@ -13,7 +14,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from relay.aws.deliveries import WebhookDeliveries
+from relay.aws.deliveries import Claim, WebhookDeliveries
 from relay.aws.queues import WorkQueue
 from relay.errors import ConfigurationError, ObjectStoreError, RelayError
 from relay.flows.archive.archiver import ArchiveRequest
@@ -27,6 +28,8 @@ ATTACHED, UNATTACHED = "attachmentAttached.v1", "attachmentUnattached.v1"
 PARENT_FIELD: dict[str, tuple[Kind, str]] = {"issues": ("issues", "issueId"), "forms": ("forms", "formId")}
 UNATTACHED_TAG = ("relay-status", "unattached")
 # One body for every refusal of the signature check: it never says which part failed.
+# A redelivery that finds the first delivery still working waits this long for it (well within iTwin's ~5 s).
+IN_FLIGHT_WAIT_SECONDS, IN_FLIGHT_POLL_SECONDS = 1.0, 0.1
 UNAUTHORIZED = {"code": "Unauthorized", "message": "the delivery is not signed with the webhook secret"}
 
 
@@ -51,8 +54,17 @@ class WebhookSecretStore:
         return WebhookSecrets.parse(raw, secret_id=self.secret_id)
 
 
-def answer(status: int, body: Mapping[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
+def answer(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": json.dumps(body),
+    }
+
+
+def unavailable() -> dict[str, Any]:
+    """503: nothing is acknowledged, and iTwin's resend (or any caller's retry) will be handled."""
+    return answer(503, {"code": "Unavailable", "message": "try again"}, {"Retry-After": "1"})
 
 
 def raw_body(event: Mapping[str, Any]) -> bytes:
@@ -76,8 +88,11 @@ class ItwinWebhooksFlow:
         deliveries: WebhookDeliveries,
         queue: WorkQueue,
         s3_client: Any,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
+        self.sleep = sleep
         self.secrets = secrets
         self.deliveries = deliveries
         self.queue = queue
@@ -106,7 +121,7 @@ class ItwinWebhooksFlow:
             return answer(401, UNAUTHORIZED)
         try:
             delivery = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays or objects
             return answer(400, {"code": "BadRequest", "message": "the body is not JSON"})
         if not isinstance(delivery, dict):
             return answer(400, {"code": "BadRequest", "message": "the body is not a JSON object"})
@@ -128,13 +143,19 @@ class ItwinWebhooksFlow:
             if target is None:
                 return answer(400, {"code": "BadRequest", "message": "the content names no usable attachment"})
         try:
-            if not self.deliveries.claim(message_id, event_type):
-                logger.info("webhook redelivered; nothing new to do", extra=where)
-                metrics.add_metric(name="WebhooksRedelivered", unit="Count", value=1)
-                return answer(202, {"status": "duplicate"})
+            claim, token = self._claim(message_id, event_type)
         except RelayError as error:
             logger.error("webhook not deduplicated", extra={**where, "error": error.code})
-            return answer(503, {"code": "Unavailable", "message": "try again"})
+            return unavailable()
+        if claim is Claim.DONE:
+            logger.info("webhook redelivered; nothing new to do", extra=where)
+            metrics.add_metric(name="WebhooksRedelivered", unit="Count", value=1)
+            return answer(202, {"status": "duplicate"})
+        if claim is Claim.IN_FLIGHT:
+            # Another invocation holds the work and has not finished it: acknowledging now would lose the event
+            # if that one fails. iTwin resends; by then it is done (202) or its claim has gone stale (retaken).
+            logger.info("webhook redelivered while the first delivery is in flight", extra=where)
+            return unavailable()
         try:
             if target is None:
                 action = "ignored"
@@ -147,14 +168,30 @@ class ItwinWebhooksFlow:
                 action = "unattached"
                 keys = self._mark_unattached(*target)
                 logger.info("webhook marked the archived copy unattached", extra={**where, "keys": keys})
+        except RelayError as error:
+            # Nothing was done: forget this claim, so iTwin's resend does the work.
+            self.deliveries.release(message_id, token)
+            logger.error("webhook action failed", extra={**where, "error": error.code})
+            return unavailable()
+        try:
             self.deliveries.done(message_id, action)
         except RelayError as error:
-            # Nothing was acknowledged: forget the claim, so iTwin's resend does the work.
-            self.deliveries.release(message_id)
-            logger.error("webhook action failed", extra={**where, "error": error.code})
-            return answer(503, {"code": "Unavailable", "message": "try again"})
+            # The work is done: answer 202 so it is not done twice. The claim stays "received", so a resend
+            # within the stale window answers 503, and after it takes the claim over (the archive is idempotent
+            # on the attachment, so a second request makes no second copy).
+            logger.warning("webhook work done but its claim not settled", extra={**where, "error": error.code})
         metrics.add_metric(name=f"Webhooks{action.capitalize()}", unit="Count", value=1)
         return answer(202, {"status": action})
+
+    def _claim(self, message_id: str, event_type: str) -> tuple[Claim, str]:
+        """Claim the delivery; a redelivery that finds the first one in flight waits briefly for it to finish."""
+        claim, token = self.deliveries.claim(message_id, event_type)
+        waited = 0.0
+        while claim is Claim.IN_FLIGHT and waited < IN_FLIGHT_WAIT_SECONDS:
+            self.sleep(IN_FLIGHT_POLL_SECONDS)
+            waited += IN_FLIGHT_POLL_SECONDS
+            claim = self.deliveries.state(message_id)
+        return claim, token
 
     def _mark_unattached(self, kind: Kind, parent_id: str, attachment_id: str) -> list[str]:
         """Tag every archived copy of the attachment `relay-status=unattached` (never delete it), and record it."""
