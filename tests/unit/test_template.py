@@ -159,9 +159,14 @@ def test_the_api_routes_are_the_resolvers_routes():
 def test_the_api_stage_logs_access_and_throttles_from_parameters():
     props = R["AttachmentsApi"]["Properties"]
     assert props["AccessLogSetting"]["DestinationArn"] == {"Fn::GetAtt": ["AttachmentsApiAccessLogGroup", "Arn"]}
-    (setting,) = props["MethodSettings"]
-    assert setting["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
-    assert setting["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    stage, webhook = props["MethodSettings"]
+    assert (stage["ResourcePath"], stage["HttpMethod"]) == ("/*", "*")
+    assert stage["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert stage["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    # The open route (API Gateway writes its path with ~1 for each /) is limited on its own.
+    assert (webhook["ResourcePath"], webhook["HttpMethod"]) == ("/~1webhooks~1itwin", "POST")
+    assert webhook["ThrottlingRateLimit"] == {"Ref": "WebhookThrottlingRateLimit"}
+    assert webhook["ThrottlingBurstLimit"] == {"Ref": "WebhookThrottlingBurstLimit"}
 
 
 def test_the_archive_queue_has_a_dlq_with_an_alarm_and_the_outputs_name_the_api():
