@@ -342,6 +342,10 @@ class LocalGateway:
         except Exception as exc:  # noqa: BLE001 - a bug of the gateway answers as API Gateway's own failure
             self._write(f"gateway error {request_id}: {type(exc).__name__}: {exc}")
             reply = self._error(_internal_error())
+        latency = (time.monotonic() - started) * 1000
+        # Logged before the answer is sent, so a caller that reads the log after its answer finds the line.
+        # The query stays out of the log: a presigned URL would put a signature in it.
+        self._write(f"{method} {raw_path} {reply.status} {request_id} {latency:.1f}ms {reply.caller}")
         headers = [*reply.headers, ("x-amzn-RequestId", request_id)]
         handler.send_response(reply.status)
         for name, value in headers:
@@ -353,9 +357,6 @@ class LocalGateway:
         handler.end_headers()
         if method != "HEAD":
             handler.wfile.write(reply.body)
-        latency = (time.monotonic() - started) * 1000
-        # The query stays out of the log: a presigned URL would put a signature in it.
-        self._write(f"{method} {raw_path} {reply.status} {request_id} {latency:.1f}ms {reply.caller}")
 
     @staticmethod
     def _error(answer: _Answer) -> _Reply:
