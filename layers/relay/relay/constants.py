@@ -26,6 +26,9 @@ ARCHIVE_PART_BYTES_ENV = "RELAY_ARCHIVE_PART_BYTES"
 ARCHIVE_JOB_STALE_SECONDS_ENV = "RELAY_ARCHIVE_JOB_STALE_SECONDS"
 PRESIGN_EXPIRY_SECONDS_ENV = "RELAY_PRESIGN_EXPIRY_SECONDS"
 API_COPY_SECONDS_ENV = "RELAY_API_COPY_SECONDS"
+TOKEN_LEASE_TABLE_ENV = "RELAY_TOKEN_LEASE_TABLE"
+APS_REFRESH_MARGIN_MINUTES_ENV = "RELAY_APS_REFRESH_MARGIN_MINUTES"
+APS_REFRESH_TOKEN_WARN_DAYS_ENV = "RELAY_APS_REFRESH_TOKEN_WARN_DAYS"
 
 DEFAULT_ITWIN_API_URL = "https://api.bentley.com"
 DEFAULT_APS_API_URL = "https://developer.api.autodesk.com"
@@ -54,3 +57,12 @@ DEFAULT_ARCHIVE_JOB_STALE_SECONDS = 3600
 DEFAULT_PRESIGN_EXPIRY_SECONDS = 900
 # API Gateway waits 29 s: /file copies inline for at most this long, then hands the copy to the archive queue.
 DEFAULT_API_COPY_SECONDS = 20.0
+# APS user tokens: access tokens last 60 min, refresh tokens 15 days and work once.
+DEFAULT_APS_AUTHORIZE_PATH = "/authentication/v2/authorize"
+DEFAULT_APS_USERINFO_URL = "https://api.userprofile.autodesk.com/userinfo"
+DEFAULT_APS_REDIRECT_URI = "http://localhost:8765/callback"
+DEFAULT_APS_LOGIN_TIMEOUT = 300.0
+DEFAULT_APS_REFRESH_MARGIN_MINUTES = 20.0
+DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS = 13.0
+# Longer than the refresher's Timeout, so a run that is still going is never joined by a second one.
+TOKEN_LEASE_SECONDS = 120.0

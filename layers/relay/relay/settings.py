@@ -97,6 +97,13 @@ TABLE: dict[str, Field] = {
         c.PRESIGN_EXPIRY_SECONDS_ENV, _presign_expiry, str(c.DEFAULT_PRESIGN_EXPIRY_SECONDS)
     ),
     "api_copy_seconds": Field(c.API_COPY_SECONDS_ENV, _positive(float), str(c.DEFAULT_API_COPY_SECONDS)),
+    "token_lease_table": Field(c.TOKEN_LEASE_TABLE_ENV, _text, ""),
+    "aps_refresh_margin_minutes": Field(
+        c.APS_REFRESH_MARGIN_MINUTES_ENV, _positive(float), str(c.DEFAULT_APS_REFRESH_MARGIN_MINUTES)
+    ),
+    "aps_refresh_token_warn_days": Field(
+        c.APS_REFRESH_TOKEN_WARN_DAYS_ENV, _positive(float), str(c.DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS)
+    ),
 }
 
 
@@ -129,6 +136,9 @@ class Settings:
     archive_job_stale_seconds: int = c.DEFAULT_ARCHIVE_JOB_STALE_SECONDS
     presign_expiry_seconds: int = c.DEFAULT_PRESIGN_EXPIRY_SECONDS
     api_copy_seconds: float = c.DEFAULT_API_COPY_SECONDS
+    token_lease_table: str = ""
+    aps_refresh_margin_minutes: float = c.DEFAULT_APS_REFRESH_MARGIN_MINUTES
+    aps_refresh_token_warn_days: float = c.DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:
