@@ -33,7 +33,8 @@ from relay.errors import (
 )
 from relay.transport.requestor import Requestor
 
-LOOPBACK_HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "[::1]": "::1", "::1": "::1"}
+# The redirect URI's host and the address the callback server binds for it.
+LOOPBACK_HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "::1": "::1"}
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -71,9 +72,8 @@ class Loopback:
 def loopback(redirect_uri: str) -> Loopback:
     """The redirect URI must come back to this machine over plain http (RFC 8252 section 7.3)."""
     parts = urlsplit(redirect_uri)
-    netloc_host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
-    host = LOOPBACK_HOSTS.get(netloc_host.lower())
-    if parts.scheme != "http" or host is None or parts.query or parts.fragment:
+    host = LOOPBACK_HOSTS.get((parts.hostname or "").lower())
+    if parts.scheme != "http" or host is None or parts.username or parts.query or parts.fragment:
         raise ConfigurationError(
             f"redirect URI {redirect_uri!r} must be http://localhost:<port>/<path> (or 127.0.0.1, [::1]): "
             "the callback is served on this machine"
@@ -88,7 +88,7 @@ def loopback(redirect_uri: str) -> Loopback:
 def check_callback(query: Mapping[str, str], expected_state: str) -> str:
     """The authorization code from the callback's query, or the named error. The state is checked first: a
     callback that is not the answer to our request is believed in nothing, its error included."""
-    if not hmac_equal(query.get("state", ""), expected_state):
+    if not constant_time_equal(query.get("state", ""), expected_state):
         raise StateMismatchError("the callback's state is not the one this sign-in sent; nothing was written")
     error = query.get("error")
     if error == "access_denied":
@@ -102,7 +102,7 @@ def check_callback(query: Mapping[str, str], expected_state: str) -> str:
     return code
 
 
-def hmac_equal(a: str, b: str) -> bool:
+def constant_time_equal(a: str, b: str) -> bool:
     return bool(a) and secrets.compare_digest(a.encode(), b.encode())
 
 
