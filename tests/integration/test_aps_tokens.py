@@ -384,3 +384,17 @@ def test_an_expired_token_in_the_secret_is_login_required_in_a_handler_never_a_r
         aps_client(tokens.settings()).rfi_container_id(DEMO_HUB, DEMO_PROJECT)
     assert info.value.outcome == "retry"
     assert tokens.token_calls() == calls
+
+
+def test_the_devstack_invoke_command_runs_the_sample(tokens: Tokens, tmp_path, capsys):
+    from devstack.__main__ import invoke_file
+    from tests.conftest import EVENTS
+
+    tokens.signed_in(expires_in=60)
+    log_file = tmp_path / "refresher.log"
+    assert invoke_file(tokens.harness.stack, FUNCTION, EVENTS / "schedule-aps-token-refresh.json", log_file, False) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == "refreshed"
+    assert f"function logs: {log_file}" in err
+    secret = tokens.value()
+    assert secret["refresh_token"] not in out + err + log_file.read_text()
