@@ -1,6 +1,7 @@
 """`make demo`: uploads to the local bucket become iTwin attachments, then the attachments API lists, hands out
-and archives a form's files through the signed local gateway, and a signed iTwin webhook archives a file attached
-in iTwin while a forged one is refused; every outcome is checked."""
+and archives a form's files through the signed local gateway, a signed iTwin webhook archives a file attached
+in iTwin while a forged one is refused, and an APS user signs in and the refresher keeps the pair fresh; every
+outcome is checked."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from sandbox.seed import WEBHOOK_SECRET
 
 FUNCTION = "S3ToItwinFunction"
 ARCHIVE_FUNCTION = "ArchiveFunction"
+TOKENS_FUNCTION = "ApsTokenRefresherFunction"
 LOG_FILE = LOG_DIR / "demo.log"
 WEBHOOK_ROUTE = "/webhooks/itwin"
 
@@ -96,6 +98,7 @@ def run(stack: LocalStack, log: TextIO) -> int:
     print(f"\norphan metadata records in the sandbox (issues and forms): {len(orphans)}")
     problems += len(orphans)
     problems += api_demo(stack, log, state)
+    problems += tokens_demo(stack, log)
     if report.crashes:
         print(f"{len(report.crashes)} invocation(s) crashed: see above")
     problems += len(report.crashes)
@@ -197,6 +200,39 @@ def webhook_demo(stack: LocalStack, log: TextIO, url: str, form: str) -> int:
     forged = requests.post(url, data=raw, headers={"Signature": "sha256=" + "0" * 64}, timeout=30)
     print(f"  a forged delivery (a made-up signature) -> {forged.status_code} {forged.json().get('message')}")
     return int(sent.get("status") != 202) + int(not copied) + int(forged.status_code != 401) + len(report.crashes)
+
+
+def tokens_demo(stack: LocalStack, log: TextIO) -> int:
+    """APS user tokens: `aps-login` with the sandbox's person-less sign-in, then the refresher's runs."""
+    import json
+    import socket
+
+    from devstack.invoke import invoke
+    from relay.cli import main as relay_cli
+
+    def browser(url: str) -> None:  # what the person's browser does: follow the redirect to the callback
+        requests.get(requests.get(url, allow_redirects=False, timeout=10).headers["Location"], timeout=10)
+
+    env = stack.env(TOKENS_FUNCTION)
+    os.environ.update(stack.aws_env(), RELAY_ALLOWED_TOKEN_HOSTS=env["RELAY_ALLOWED_TOKEN_HOSTS"])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret_id, sandbox = env["RELAY_APS_SECRET_ID"], stack.sandbox_url
+    print(f"\nAPS sign-in: python -m relay.cli aps-login --secret-id {secret_id} (the sandbox signs its test user in)")
+    argv = ["aps-login", "--secret-id", secret_id, "--api-url", sandbox, "--userinfo-url", f"{sandbox}/userinfo"]
+    problems = relay_cli([*argv, "--redirect-uri", f"http://127.0.0.1:{port}/callback", "--no-browser"], opener=browser)
+    event = json.loads((Path(__file__).resolve().parent.parent / "events/schedule-aps-token-refresh.json").read_text())
+    sm = stack.client("secretsmanager")
+    for label in ("right after the sign-in", "45 minutes later (the access token expires within the margin)"):
+        if label.startswith("45"):  # the clock cannot move; the secret's expiry can
+            value = json.loads(sm.get_secret_value(SecretId=secret_id)["SecretString"])
+            value["expires_at"] -= 45 * 60
+            sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps(value))
+        answer = invoke(stack, TOKENS_FUNCTION, event, log=log)
+        print(f"{TOKENS_FUNCTION} {label} -> {answer['status']}")
+        problems += answer["status"] != ("fresh" if label.startswith("right") else "refreshed")
+    return problems
 
 
 def _messages_explained(report: PumpReport, uploads: int) -> str:

@@ -55,6 +55,8 @@ settings (PUT /__sandbox/config):
   location_base              base of create's Location (null: the request's Host)
   next_link_base             base of a listing's _links.next.href (null: the request's Host)
   created_date_time          any JSON value that every listed attachment reports; null: the real time
+  aps_user                   {"name", "email", "sub"}: who GET /authentication/v2/authorize signs in, no person
+  aps_consent                "allow", or "deny": the authorize endpoint redirects with error=access_denied
 """
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
 import time
 import uuid
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from sandbox.core import Failure, Reply, Request, Router, oauth_error_body
 from sandbox.store import ApsItem, ApsUpload, RfiAttachment, now_iso
@@ -50,27 +52,99 @@ def require_bearer(req: Request) -> Reply | None:
     return None
 
 
+def oauth(status: int, code: str, description: str) -> Reply:
+    return Reply(status, {"error": code, "error_description": description})
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(ASCII(code_verifier))), unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+
+
+def authorize(req: Request) -> Reply:
+    """The three-legged sign-in page, without a person: the configured user signs in (or refuses) at once, and
+    the browser is redirected to `redirect_uri` with a one-time code bound to the PKCE challenge."""
+    q = {name: req.arg(name) or "" for name in ("response_type", "client_id", "redirect_uri", "scope", "state")}
+    challenge, method = req.arg("code_challenge") or "", req.arg("code_challenge_method") or ""
+    client = req.store.clients.get(q["client_id"])
+    if client is None or client["platform"] != "aps" or not q["redirect_uri"].startswith(("http://", "https://")):
+        # Never redirect to an unvetted URI: the page answers the error itself.
+        return Reply(400, {"developerMessage": "Unknown client_id or bad redirect_uri.", "errorCode": "AUTH-001"})
+    sep = "&" if "?" in q["redirect_uri"] else "?"
+
+    def back(**params: str) -> Reply:
+        return Reply(302, None, [("Location", q["redirect_uri"] + sep + urlencode({**params, "state": q["state"]}))])
+
+    if q["response_type"] != "code":
+        return back(error="unsupported_response_type")
+    if method != "S256" or not 43 <= len(challenge) <= 128:
+        return back(error="invalid_request", error_description="PKCE code_challenge with S256 is required")
+    if req.store.aps_consent == "deny":
+        return back(error="access_denied", error_description="The user denied access.")
+    code = "sbx-code-" + secrets.token_urlsafe(24)
+    with req.store.lock:
+        req.store.auth_codes[code] = {
+            "client_id": q["client_id"],
+            "redirect_uri": q["redirect_uri"],
+            "scope": q["scope"],
+            "challenge": challenge,
+            "user": dict(req.store.aps_user),
+            "expires": time.time() + 300,
+        }
+    return back(code=code)
+
+
+def issue_pair(req: Request, client_id: str, user: dict[str, str], scope: str) -> Reply:
+    access, lifetime = req.store.issue_token("aps")
+    refresh = req.store.issue_refresh_token(client_id)
+    with req.store.lock:
+        req.store.token_users[access] = req.store.token_users[refresh] = {**user, "scope": scope}
+    body = {"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"}
+    return Reply(200, {**body, "scope": scope} if scope else body)
+
+
 def token(req: Request) -> Reply:
     form = req.form()
     basic = req.basic()
     client_id, secret = basic if basic else (form.get("client_id", ""), form.get("client_secret", ""))
     client = req.store.clients.get(client_id)
     if client is None or client["secret"] != secret or client["platform"] != "aps":
-        return Reply(401, {"error": "invalid_client", "error_description": "The client credentials are invalid."})
-    if form.get("grant_type") != "refresh_token":
-        return Reply(400, {"error": "unsupported_grant_type", "error_description": "Use refresh_token."})
+        return oauth(401, "invalid_client", "The client credentials are invalid.")
+    grant = form.get("grant_type")
+    if grant == "authorization_code":
+        with req.store.lock:
+            issued = req.store.auth_codes.pop(form.get("code", ""), None)  # a code works once
+        if (
+            issued is None
+            or issued["client_id"] != client_id
+            or issued["expires"] < time.time()
+            or issued["redirect_uri"] != form.get("redirect_uri")
+            or not hmac.compare_digest(issued["challenge"], s256(form.get("code_verifier", "")))
+        ):
+            return oauth(400, "invalid_grant", "The code is invalid, used, expired, or its code_verifier is wrong.")
+        return issue_pair(req, client_id, issued["user"], issued["scope"])
+    if grant != "refresh_token":
+        return oauth(400, "unsupported_grant_type", "Use authorization_code or refresh_token.")
     presented = form.get("refresh_token", "")
     with req.store.lock:
         owner = req.store.refresh_tokens.pop(presented, None)
         if owner != client_id:
             # Every refresh rotates the refresh token: a used (or unknown) one is refused.
-            return Reply(400, {"error": "invalid_grant", "error_description": "The refresh token is invalid or used."})
+            return oauth(400, "invalid_grant", "The refresh token is invalid or used.")
         req.store.used_refresh_tokens.add(presented)
-    access, lifetime = req.store.issue_token("aps")
-    refresh = req.store.issue_refresh_token(client_id)
-    return Reply(
-        200, {"access_token": access, "refresh_token": refresh, "expires_in": lifetime, "token_type": "Bearer"}
-    )
+        user = req.store.token_users.pop(presented, {**req.store.aps_user, "scope": ""})
+    scope = user.pop("scope", "")
+    return issue_pair(req, client_id, user, scope)
+
+
+def userinfo(req: Request) -> Reply:
+    """OpenID Connect userinfo for the token's user (APS serves it at api.userprofile.autodesk.com/userinfo)."""
+    if denied := require_bearer(req):
+        return denied
+    with req.store.lock:
+        user = dict(req.store.token_users.get(req.bearer() or "", req.store.aps_user))
+    user.pop("scope", None)
+    return Reply(200, {**user, "preferred_username": user.get("email", "")})
 
 
 def project(req: Request) -> dict[str, str] | Reply:
@@ -421,7 +495,9 @@ RFI = r"/bim360/rfis/v2/containers/(?P<container>[^/]+)/rfis/(?P<rfi>[^/]+)/atta
 def register(router: Router) -> None:
     """Add the APS endpoints; the pre-signed part URLs answer faults in S3's XML, the rest in APS's JSON."""
     for method, pattern, endpoint, handler in (
+        ("GET", "/authentication/v2/authorize", "aps.authorize", authorize),
         ("POST", "/authentication/v2/token", "aps.token", token),
+        ("GET", "/userinfo", "aps.userinfo", userinfo),
         ("GET", PROJECT, "aps.project", get_project),
         ("GET", PROJECT + "/topFolders", "aps.topFolders", top_folders),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/storage", "aps.storage", create_storage),

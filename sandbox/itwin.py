@@ -163,7 +163,8 @@ def list_attachments(req: Request) -> Reply:
         atts = parent(req)
         if isinstance(atts, Reply):
             return atts
-        everything = sorted(atts.values(), key=lambda a: (a.createdDateTime, a.id))
+        # Creation order: a stable sort keeps it for attachments created in the same millisecond.
+        everything = sorted(atts.values(), key=lambda a: a.createdDateTime)
         page = [a.metadata() for a in everything[start : start + top]]
         created, links_base = req.store.created_date_time, req.store.next_link_base
     if created is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 CHUNK = 1024 * 1024
+DEFAULT_APS_USER = {"sub": "SANDBOXUSER", "name": "Sandbox Tester", "email": "tester@sandbox.example"}
 
 
 @dataclass
@@ -73,7 +74,8 @@ class RfiAttachment:
 
 
 def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+    now = time.time()  # one reading: two could straddle a second and go back in time
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 def new_attachment_id() -> str:
@@ -101,6 +103,11 @@ class Store:
             self.tokens: dict[str, tuple[str, float]] = {}  # access token -> (platform, expiry epoch)
             self.refresh_tokens: dict[str, str] = {}  # refresh token -> client_id (one use each)
             self.used_refresh_tokens: set[str] = set()
+            # APS three-legged sign-in: one-time codes bound to the PKCE challenge, and who each token is for.
+            self.auth_codes: dict[str, dict[str, Any]] = {}
+            self.token_users: dict[str, dict[str, str]] = {}  # access or refresh token -> the signed-in user
+            self.aps_user: dict[str, str] = dict(DEFAULT_APS_USER)  # who the authorize endpoint signs in
+            self.aps_consent = "allow"  # or "deny": the user refuses, and the callback gets error=access_denied
             # APS
             self.projects: dict[tuple[str, str], dict[str, str]] = {}  # (hub, project) -> {container, folder}
             self.objects: dict[str, StoredFile] = {}  # "bucket/object" -> file

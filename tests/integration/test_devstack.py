@@ -265,3 +265,10 @@ def test_demo_as_written_prints_a_clean_table_and_names_its_log(tmp_path: Path):
     assert any('forms.attachmentAttached.v1 -> 202 {"status": "queued"}' in line for line in lines)
     assert any("/field-photo.jpg: 2688 bytes, sha256 matches" in line for line in lines)
     assert any("a forged delivery (a made-up signature) -> 401" in line for line in lines)
+    # The tokens part: a sign-in, then the refresher's two runs; no token or code printed (the sandbox's prefixes).
+    assert "Signed in as Sandbox Tester <tester@sandbox.example>" in lines
+    assert [line.rsplit(" -> ", 1)[1] for line in lines if line.startswith("ApsTokenRefresherFunction ")] == [
+        "fresh",
+        "refreshed",
+    ]
+    assert not any(prefix in result.stdout for prefix in ("sbx-aps-", "sbx-refresh-", "sbx-code-"))

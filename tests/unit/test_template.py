@@ -212,3 +212,60 @@ def test_the_failed_uploads_alarm_watches_the_metric_the_flow_emits():
     props = R["UploadsFailedAlarm"]["Properties"]
     assert props["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
     assert props["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+
+
+# -- APS user tokens -----------------------------------------------------------------------------------
+
+
+def test_only_the_refresher_may_write_the_aps_secret():
+    writers = {
+        role: statement
+        for role in of_type("AWS::IAM::Role")
+        for statement in statements(role)
+        if any(a.startswith("secretsmanager:") and a != "secretsmanager:GetSecretValue" for a in statement["Action"])
+    }
+    assert list(writers) == ["ApsTokenRefresherRole"]
+    assert set(writers["ApsTokenRefresherRole"]["Action"]) == {
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+    }
+    assert writers["ApsTokenRefresherRole"]["Resource"] == {"Ref": "ApsSecret"}
+    function_policies = [f["Properties"].get("Policies") for f in of_type("AWS::Serverless::Function").values()]
+    assert function_policies == [None] * len(function_policies)  # no SAM policy template adds a writer
+
+
+def test_the_refresher_runs_alone_on_a_schedule_with_its_margin():
+    props = R["ApsTokenRefresherFunction"]["Properties"]
+    assert props["ReservedConcurrentExecutions"] == 1
+    assert props["Events"]["Every"]["Properties"]["Schedule"] == {
+        "Fn::Sub": "rate(${ApsRefreshScheduleMinutes} minutes)"
+    }
+    assert T["Parameters"]["ApsRefreshScheduleMinutes"]["Default"] == 10
+    assert T["Parameters"]["ApsRefreshMarginMinutes"]["Default"] == 20
+    assert T["Parameters"]["ApsRefreshTokenWarnDays"]["Default"] == 13
+    env = props["Environment"]["Variables"]
+    assert env["RELAY_TOKEN_LEASE_TABLE"] == {"Ref": "TokenLeaseTable"}
+    assert env["RELAY_APS_REFRESH_MARGIN_MINUTES"] == {"Ref": "ApsRefreshMarginMinutes"}
+    from relay import constants as c
+
+    assert props["Timeout"] < c.TOKEN_LEASE_SECONDS  # a live run always holds its lease
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+
+
+@pytest.mark.parametrize(
+    ("alarm", "namespace", "metric"),
+    [
+        ("ApsTokenRefresherErrorsAlarm", "AWS/Lambda", "Errors"),
+        ("ApsLoginRequiredAlarm", "AttachmentRelay", "ApsLoginRequired"),
+        ("ApsRefreshTokenAgingAlarm", "AttachmentRelay", "ApsRefreshTokenAging"),
+    ],
+)
+def test_token_alarms(alarm, namespace, metric):
+    props = R[alarm]["Properties"]
+    assert (props["Namespace"], props["MetricName"]) == (namespace, metric)
+    assert props["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    if namespace == "AWS/Lambda":
+        assert props["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ApsTokenRefresherFunction"}}]
+    else:
+        assert props["Dimensions"] == [{"Name": "service", "Value": "attachment-relay"}]
+    assert "aps-login" in R["ApsLoginRequiredAlarm"]["Properties"]["AlarmDescription"]

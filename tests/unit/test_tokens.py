@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from relay.auth.secrets import PlatformSecret, SecretStore
 from relay.auth.tokens import ClientCredentialsTokens, StoredTokens, oauth_error_fields
-from relay.errors import AuthenticationError, ConfigurationError, TokenEndpointError
+from relay.errors import ApsLoginRequiredError, ConfigurationError, TokenEndpointError
 from relay.transport.requestor import Requestor
 from relay.transport.retry import RetryPolicy
 from tests.unit.fakes import FakeResponse, FakeSession
@@ -160,8 +160,9 @@ def test_token_endpoint_refusals_are_retryable_configuration_failures(secrets, a
 def test_stored_tokens_reread_then_explain(secrets):
     store = store_for(secrets, {**GOOD, "access_token": "old", "expires_at": 100}, name="relay/aps")
     tokens = StoredTokens(store, clock=lambda: 1_000)
-    with pytest.raises(AuthenticationError, match="refresher"):
+    with pytest.raises(ApsLoginRequiredError, match="refresher") as info:
         tokens.token()
+    assert info.value.outcome == "retry"  # failed only on an upload's last delivery
     secrets.put_secret_value(
         SecretId="relay/aps", SecretString=json.dumps({**GOOD, "access_token": "new", "expires_at": 99_999})
     )

@@ -152,6 +152,38 @@ class ArchiveJobNotFoundError(RelayError):
     code = "ArchiveJobNotFound"
 
 
+class ApsLoginRequiredError(RelayError):
+    """No usable APS user token: the refresh token is dead or missing, so a person must run `aps-login` again.
+
+    Retried, so an upload waiting on the queue gets its chance once someone signs in; `failed` on its last delivery.
+    """
+
+    code = "ApsLoginRequired"
+    outcome = Outcome.RETRY
+
+
+class LoginError(RelayError):
+    """The sign-in command stopped before it wrote anything; each subclass names why."""
+
+    code = "LoginFailed"
+
+
+class ConsentDeniedError(LoginError):
+    code = "ConsentDenied"
+
+
+class StateMismatchError(LoginError):
+    code = "StateMismatch"
+
+
+class LoginTimeoutError(LoginError):
+    code = "LoginTimeout"
+
+
+class CallbackPortInUseError(LoginError):
+    code = "CallbackPortInUse"
+
+
 class InvalidInputError(RelayError):
     """A path or query value that the API refuses; `field` names it."""
 

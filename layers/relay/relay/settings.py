@@ -105,6 +105,13 @@ TABLE: dict[str, Field] = {
     "webhook_dedupe_seconds": Field(
         c.WEBHOOK_DEDUPE_SECONDS_ENV, _positive(int), str(c.DEFAULT_WEBHOOK_DEDUPE_SECONDS)
     ),
+    "token_lease_table": Field(c.TOKEN_LEASE_TABLE_ENV, _text, ""),
+    "aps_refresh_margin_minutes": Field(
+        c.APS_REFRESH_MARGIN_MINUTES_ENV, _positive(float), str(c.DEFAULT_APS_REFRESH_MARGIN_MINUTES)
+    ),
+    "aps_refresh_token_warn_days": Field(
+        c.APS_REFRESH_TOKEN_WARN_DAYS_ENV, _positive(float), str(c.DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS)
+    ),
 }
 
 
@@ -141,6 +148,9 @@ class Settings:
     webhook_deliveries_table: str = ""
     webhook_max_body_bytes: int = c.DEFAULT_WEBHOOK_MAX_BODY_BYTES
     webhook_dedupe_seconds: int = c.DEFAULT_WEBHOOK_DEDUPE_SECONDS
+    token_lease_table: str = ""
+    aps_refresh_margin_minutes: float = c.DEFAULT_APS_REFRESH_MARGIN_MINUTES
+    aps_refresh_token_warn_days: float = c.DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:

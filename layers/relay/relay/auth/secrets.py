@@ -14,6 +14,10 @@ from relay.errors import ConfigurationError
 
 # Refresh this many seconds before a token's stated expiry, so a token never dies mid-transfer.
 EXPIRY_SKEW = 120.0
+KNOWN_FIELDS = frozenset(
+    {"client_id", "client_secret", "token_url", "scope", "access_token", "expires_at", "refresh_token"}
+    | {"refresh_token_issued_at"}
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class PlatformSecret:
     access_token: str | None = field(default=None, repr=False)
     expires_at: float | None = None
     refresh_token: str | None = field(default=None, repr=False)
+    # When the refresh token was issued (epoch seconds): APS refresh tokens die 15 days after it.
+    refresh_token_issued_at: float | None = None
+    # Fields the relay does not read (the signed-in user, notes): kept as they are when the secret is rewritten.
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, raw: object, *, secret_id: str, default_token_url: str, default_scope: str) -> PlatformSecret:
@@ -47,15 +55,17 @@ class PlatformSecret:
                 raise ConfigurationError(f"secret {secret_id!r}: field {name!r} holds whitespace or control characters")
             return value
 
-        expires_raw = raw.get("expires_at")
-        expires_at: float | None = None
-        if expires_raw not in (None, ""):
-            if isinstance(expires_raw, bool) or not isinstance(expires_raw, (int, float, str)):
-                raise ConfigurationError(f"secret {secret_id!r}: field 'expires_at' must be epoch seconds")
+        def epoch(name: str) -> float | None:
+            value = raw.get(name)
+            if value in (None, ""):
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ConfigurationError(f"secret {secret_id!r}: field {name!r} must be epoch seconds")
             try:
-                expires_at = float(expires_raw)
+                return float(value)
             except ValueError as exc:
-                raise ConfigurationError(f"secret {secret_id!r}: field 'expires_at' must be epoch seconds") from exc
+                raise ConfigurationError(f"secret {secret_id!r}: field {name!r} must be epoch seconds") from exc
+
         token_url = text("token_url", False) or default_token_url
         if not token_url.startswith(("https://", "http://")):
             raise ConfigurationError(f"secret {secret_id!r}: field 'token_url' must be an http(s) URL")
@@ -66,8 +76,10 @@ class PlatformSecret:
             token_url=token_url,
             scope=text("scope", False) or default_scope,
             access_token=text("access_token", False),
-            expires_at=expires_at,
+            expires_at=epoch("expires_at"),
             refresh_token=text("refresh_token", False),
+            refresh_token_issued_at=epoch("refresh_token_issued_at"),
+            extra={k: v for k, v in raw.items() if k not in KNOWN_FIELDS},
         )
 
     def fresh_access_token(self, now: float) -> str | None:
@@ -81,12 +93,13 @@ class PlatformSecret:
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
+            **self.extra,
             "client_id": self.client_id,
             "client_secret": self.client_secret,
             "token_url": self.token_url,
             "scope": self.scope,
         }
-        for name in ("access_token", "expires_at", "refresh_token"):
+        for name in ("access_token", "expires_at", "refresh_token", "refresh_token_issued_at"):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         return json.dumps(data)

@@ -8,9 +8,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from relay.auth.secrets import EXPIRY_SKEW, PlatformSecret, SecretStore
 from relay.errors import (
-    AuthenticationError,
+    ApsLoginRequiredError,
     ConfigurationError,
     ErrorFields,
     TokenEndpointError,
@@ -93,9 +95,10 @@ class StoredTokens:
             secret = self.store.get(force=True)
             fresh = secret.fresh_access_token(self.clock())
         if fresh is None:
-            raise AuthenticationError(
-                f"secret {secret.secret_id!r} holds no fresh access token; is the token refresher running?",
-                code="TokenExpired",
+            # Never a refresh here: the refresh token works once, and only the refresher may spend it.
+            raise ApsLoginRequiredError(
+                f"secret {secret.secret_id!r} holds no fresh access token; is the token refresher running? "
+                "If ApsLoginRequiredAlarm fires, run `python -m relay.cli aps-login` again"
             )
         return fresh
 
@@ -135,7 +138,7 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
         payload = response.json()
     except VendorError as error:
         # Token endpoints may echo the request: keep the code and status, nothing of the body.
-        held = [v for k, v in form.items() if k in ("client_secret", "refresh_token")]
+        held = [v for k, v in form.items() if k in ("client_secret", "refresh_token", "code", "code_verifier")]
         code = redact(error.code, held)
         refused = bool(error.http_status and 400 <= error.http_status < 500 and error.http_status != 429)
         failure = TokenEndpointError(
@@ -153,18 +156,21 @@ def request_token(endpoint: Requestor, url: str, form: Mapping[str, str], *, ide
     except (TypeError, ValueError):
         raise TokenEndpointError(f"token endpoint {where} answered a non-numeric expires_in") from None
     result: dict[str, Any] = {"access_token": token, "expires_in": expires_in}
-    if isinstance(payload.get("refresh_token"), str):
-        result["refresh_token"] = payload["refresh_token"]
+    for optional in ("refresh_token", "scope"):
+        if isinstance(payload.get(optional), str) and payload[optional]:
+            result[optional] = payload[optional]
     return result
 
 
 def rotated(secret: PlatformSecret, payload: Mapping[str, Any], now: float) -> PlatformSecret:
-    """The secret after a token response: new access token, expiry, and (APS) the new refresh token."""
+    """The secret after a token response: new access token, expiry, and (APS) the new refresh token and its birth."""
+    fresh_refresh = payload.get("refresh_token")
     return replace(
         secret,
         access_token=payload["access_token"],
         expires_at=now + float(payload["expires_in"]),
-        refresh_token=payload.get("refresh_token", secret.refresh_token),
+        refresh_token=fresh_refresh or secret.refresh_token,
+        refresh_token_issued_at=now if fresh_refresh else secret.refresh_token_issued_at,
     )
 
 
@@ -175,13 +181,16 @@ def refresh_secret(
     *,
     grant: str,
     clock: Callable[[], float] = time.time,
+    secret: PlatformSecret | None = None,
 ) -> PlatformSecret:
     """The single writer: get a new token with `grant` and store it (and APS's rotated refresh token).
 
     APS refresh tokens rotate on every use and the old one dies at once, so only this function (run by
-    one scheduled Lambda with reserved concurrency 1) may refresh; handlers only read the secret.
+    one scheduled Lambda with reserved concurrency 1, under a lease) may refresh; handlers only read the secret.
+    The new pair is written at once, before anything else: until then it exists only in this process.
+    `secret` is the one the caller just read with force_fetch, if it did.
     """
-    secret = store.get(force=True)
+    secret = secret or store.get(force=True)
     form = {"grant_type": grant, "client_id": secret.client_id, "client_secret": secret.client_secret}
     if grant == "refresh_token":
         if not secret.refresh_token:
@@ -191,5 +200,15 @@ def refresh_secret(
         form["scope"] = secret.scope
     payload = request_token(endpoint, secret.token_url, form, idempotent=grant != "refresh_token")
     updated = rotated(secret, payload, clock())
-    secrets_client.put_secret_value(SecretId=secret.secret_id, SecretString=updated.to_json())
+    try:
+        secrets_client.put_secret_value(SecretId=secret.secret_id, SecretString=updated.to_json())
+    except (ClientError, BotoCoreError) as exc:
+        reason = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+        if grant != "refresh_token":
+            raise ConfigurationError(f"secret {secret.secret_id!r} could not be written: {reason}") from exc
+        # The endpoint has already killed the old refresh token, and the new one is in no secret: lost.
+        raise ApsLoginRequiredError(
+            f"secret {secret.secret_id!r} could not be written ({reason}) after the refresh token rotated; "
+            "run `python -m relay.cli aps-login` again"
+        ) from exc
     return updated
