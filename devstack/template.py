@@ -116,7 +116,12 @@ class Resolver:
         return self.ref(name)
 
     def resources(self, kind: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.template["Resources"].items() if v["Type"] == kind}
+        """The template's resources of `kind` that CloudFormation would create (a false `Condition` leaves one out)."""
+        return {
+            k: v
+            for k, v in self.template["Resources"].items()
+            if v["Type"] == kind and ("Condition" not in v or self.condition(v["Condition"]))
+        }
 
     def function_environment(self, logical_id: str) -> dict[str, str]:
         """Globals plus the function's own variables, resolved: what Lambda would set."""

@@ -398,3 +398,25 @@ def test_the_devstack_invoke_command_runs_the_sample(tokens: Tokens, tmp_path, c
     assert f"function logs: {log_file}" in err
     secret = tokens.value()
     assert secret["refresh_token"] not in out + err + log_file.read_text()
+
+
+def test_an_idle_connection_to_the_callback_does_not_hold_up_the_sign_in(login_env: Tokens, capfd):
+    """Browsers open spare connections they never use; the one-at-a-time callback server must not wait on them."""
+    from urllib.parse import parse_qs, urlsplit
+
+    spare: list[socket.socket] = []
+    browser = Browser()
+
+    def opener(url: str) -> None:
+        callback = urlsplit(parse_qs(urlsplit(url).query)["redirect_uri"][0])
+        spare.append(socket.create_connection((callback.hostname, callback.port)))  # connects, sends nothing
+        browser(url)
+
+    started = time.monotonic()
+    try:
+        assert login(login_env, opener, "--timeout", "30") == 0
+    finally:
+        for connection in spare:
+            connection.close()
+    assert time.monotonic() - started < 15  # the idle connection was dropped, not waited on for the timeout
+    assert "Signed in as" in capfd.readouterr().out

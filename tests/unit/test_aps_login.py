@@ -114,3 +114,22 @@ def test_the_cli_without_a_secret_id_is_a_named_error(capsys, monkeypatch):
     monkeypatch.delenv("RELAY_APS_SECRET_ID", raising=False)
     assert main(["aps-login", "--secret-id", ""]) == 1
     assert "ConfigurationError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost.attacker.example/userinfo", "http://127.0.0.1.nip.io/userinfo", "ftp://127.0.0.1/userinfo"],
+)
+def test_the_user_token_never_goes_to_a_host_that_only_looks_local(url: str) -> None:
+    from relay.auth.login import who
+
+    class Session:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def get(self, url: str, **_: object) -> None:
+            self.calls.append(url)
+
+    session = Session()
+    assert who(url, "user-token", session) is None  # type: ignore[arg-type]
+    assert session.calls == []

@@ -222,14 +222,18 @@ def test_only_the_refresher_may_write_the_aps_secret():
         role: statement
         for role in of_type("AWS::IAM::Role")
         for statement in statements(role)
-        if any(a.startswith("secretsmanager:") and a != "secretsmanager:GetSecretValue" for a in statement["Action"])
+        for actions in [[statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]]
+        if any(a == "*" or (a.startswith("secretsmanager:") and a != "secretsmanager:GetSecretValue") for a in actions)
     }
     assert list(writers) == ["ApsTokenRefresherRole"]
     assert set(writers["ApsTokenRefresherRole"]["Action"]) == {
         "secretsmanager:GetSecretValue",
         "secretsmanager:PutSecretValue",
     }
-    assert writers["ApsTokenRefresherRole"]["Resource"] == {"Ref": "ApsSecret"}
+    # This stack's secret, or the one another stack holds (ApsSecretArn): never any other.
+    assert writers["ApsTokenRefresherRole"]["Resource"] == {
+        "Fn::If": ["CreateApsSecret", {"Ref": "ApsSecret"}, {"Ref": "ApsSecretArn"}]
+    }
     function_policies = [f["Properties"].get("Policies") for f in of_type("AWS::Serverless::Function").values()]
     assert function_policies == [None] * len(function_policies)  # no SAM policy template adds a writer
 
@@ -244,7 +248,12 @@ def test_the_refresher_runs_alone_on_a_schedule_with_its_margin():
     assert T["Parameters"]["ApsRefreshMarginMinutes"]["Default"] == 20
     assert T["Parameters"]["ApsRefreshTokenWarnDays"]["Default"] == 13
     env = props["Environment"]["Variables"]
-    assert env["RELAY_TOKEN_LEASE_TABLE"] == {"Ref": "TokenLeaseTable"}
+    # Stacks on the same APS secret share one lease table (SharedTokenLeaseTable): one writer across them.
+    assert env["RELAY_TOKEN_LEASE_TABLE"] == {
+        "Fn::If": ["CreateTokenLeaseTable", {"Ref": "TokenLeaseTable"}, {"Ref": "SharedTokenLeaseTable"}]
+    }
+    assert R["TokenLeaseTable"]["Condition"] == "CreateTokenLeaseTable"
+    assert R["ApsSecret"]["Condition"] == "CreateApsSecret"
     assert env["RELAY_APS_REFRESH_MARGIN_MINUTES"] == {"Ref": "ApsRefreshMarginMinutes"}
     from relay import constants as c
 
@@ -269,3 +278,29 @@ def test_token_alarms(alarm, namespace, metric):
     else:
         assert props["Dimensions"] == [{"Name": "service", "Value": "attachment-relay"}]
     assert "aps-login" in R["ApsLoginRequiredAlarm"]["Properties"]["AlarmDescription"]
+
+
+def test_a_second_stack_on_the_same_aps_secret_creates_neither_the_secret_nor_the_lease_table():
+    from devstack.template import Resolver
+
+    pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "1", "AWS::StackName": "s", "AWS::Partition": "aws"}
+    shared = {
+        "ApsSecretArn": "arn:aws:secretsmanager:us-east-1:1:secret:first/aps-AbCdEf",
+        "SharedTokenLeaseTable": "t",
+    }
+    defaults = Resolver(T, parameters={}, pseudo=pseudo).param_defaults()
+    alone = Resolver(T, parameters=defaults, pseudo=pseudo)
+    second = Resolver(T, parameters={**defaults, **shared}, pseudo=pseudo)
+    assert {"ApsSecret", "TokenLeaseTable"} <= set(alone.resources("AWS::SecretsManager::Secret")) | set(
+        alone.resources("AWS::DynamoDB::Table")
+    )
+    assert "ApsSecret" not in second.resources("AWS::SecretsManager::Secret")
+    assert "TokenLeaseTable" not in second.resources("AWS::DynamoDB::Table")
+    env = second.resolve(R["ApsTokenRefresherFunction"]["Properties"]["Environment"]["Variables"])
+    assert env["RELAY_TOKEN_LEASE_TABLE"] == "t"
+    assert (
+        second.resolve(
+            R["ApsTokenRefresherRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][1]["Resource"]
+        )
+        == shared["ApsSecretArn"]
+    )

@@ -36,6 +36,9 @@ from relay.transport.requestor import Requestor
 # The redirect URI's host and the address the callback server binds for it.
 LOOPBACK_HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "::1": "::1"}
 
+# Seconds an idle callback connection may hold the loopback server before it is dropped.
+IDLE_CONNECTION_SECONDS = 2.0
+
 
 def pkce_pair() -> tuple[str, str]:
     """RFC 7636: a random code_verifier (64 unreserved characters) and its S256 code_challenge."""
@@ -123,6 +126,10 @@ class CallbackServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            # A connection that sends nothing (browsers open spare ones) is dropped after this long, so it
+            # never holds the one-at-a-time server past the login's own timeout.
+            timeout = IDLE_CONNECTION_SECONDS
+
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 if parts.path != outer.where.path or outer.query is not None:
@@ -216,8 +223,12 @@ def read_secret(secrets_client: Any, secret_id: str, default_token_url: str) -> 
 
 
 def who(userinfo_url: str, token: str, session: requests.Session) -> str | None:
-    """The signed-in user's name and email from OpenID userinfo, or None: a failure here undoes nothing."""
-    if not userinfo_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+    """The signed-in user's name and email from OpenID userinfo, or None: a failure here undoes nothing.
+
+    The fresh token goes over https, or over http only to this machine (the sandbox): the host is compared
+    whole, so `http://localhost.example.net` is refused."""
+    where = urlsplit(userinfo_url)
+    if not (where.scheme == "https" or (where.scheme == "http" and where.hostname in LOOPBACK_HOSTS)):
         return None
     try:
         answer = session.get(userinfo_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
