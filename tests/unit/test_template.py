@@ -267,6 +267,7 @@ def test_the_refresher_runs_alone_on_a_schedule_with_its_margin():
         ("ApsTokenRefresherErrorsAlarm", "AWS/Lambda", "Errors"),
         ("ApsLoginRequiredAlarm", "AttachmentRelay", "ApsLoginRequired"),
         ("ApsRefreshTokenAgingAlarm", "AttachmentRelay", "ApsRefreshTokenAging"),
+        ("ApsTokenRefresherStoppedAlarm", "AWS/Lambda", "Invocations"),
     ],
 )
 def test_token_alarms(alarm, namespace, metric):
@@ -278,6 +279,12 @@ def test_token_alarms(alarm, namespace, metric):
     else:
         assert props["Dimensions"] == [{"Name": "service", "Value": "attachment-relay"}]
     assert "aps-login" in R["ApsLoginRequiredAlarm"]["Properties"]["AlarmDescription"]
+    stopped = R["ApsTokenRefresherStoppedAlarm"]["Properties"]  # no runs at all is an alarm, not silence
+    assert (stopped["ComparisonOperator"], stopped["Threshold"], stopped["TreatMissingData"]) == (
+        "LessThanThreshold",
+        1,
+        "breaching",
+    )
 
 
 def test_a_second_stack_on_the_same_aps_secret_creates_neither_the_secret_nor_the_lease_table():
