@@ -228,6 +228,9 @@ def folder_contents(req: Request) -> Reply:
 
 def jsonapi_data(req: Request) -> tuple[dict[str, Any], Any] | Reply:
     body = req.json()
+    # Data Management's documented type; plain application/json is not it (BRIEF, "Data Management speaks JSON:API").
+    if "application/vnd.api+json" not in (req.headers.get("Content-Type") or ""):
+        return error(400, "Content-Type must be application/vnd.api+json.", "BAD_INPUT")
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         return error(400, "Request body must be a JSON:API document with a data object.", "BAD_INPUT")
     return body["data"], body.get("included")
@@ -295,7 +298,12 @@ def signed_urls(req: Request) -> Reply:
         f"{req.base_url}/__s3/{upload_key}/{n}?X-Amz-Expires={expires}&X-Amz-Signature={sign(upload_key, n, expires)}"
         for n in range(first, first + parts)
     ]
-    return Reply(200, {"uploadKey": upload_key, "uploadExpiration": now_iso(), "urls": urls})
+    url_expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    upload_expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 24 * 3600))
+    return Reply(
+        200,
+        {"uploadKey": upload_key, "uploadExpiration": upload_expiration, "urlExpiration": url_expiration, "urls": urls},
+    )
 
 
 def s3_error(status: int, code: str, message: str) -> Reply:
@@ -377,7 +385,7 @@ def storage_object(req: Request, object_id: Any) -> str | Reply:
 def version_body(item: ApsItem, number: int) -> dict[str, Any]:
     return {
         "type": "versions",
-        "id": f"urn:adsk.wipprod:fs.file:vf.{item.id.rsplit('.', 1)[-1]}?version={number}",
+        "id": f"urn:adsk.wipprod:fs.file:vf.{item.id.rsplit(':', 1)[-1]}?version={number}",
         "attributes": {"name": item.name, "versionNumber": number},
     }
 
