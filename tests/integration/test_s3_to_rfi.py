@@ -122,6 +122,7 @@ def test_a_12_mb_photo_becomes_an_rfi_attachment_in_three_parts(rfi: Rfi):
     assert record["item_id"] == att["urn"]
     assert record["version_id"].endswith("?version=1")
     assert record["parts_done"] == "1,2"
+    assert record["caption"] == "North wall crack"
     assert record["storage_object_id"].startswith("urn:adsk.objects:os.object:")
     assert int(record["bytes"]) == len(data)
 
@@ -256,6 +257,7 @@ def test_a_crash_after_some_parts_sends_only_the_missing_parts(rfi: Rfi):
         dying.handle_message("m", rfi.message(key))
     record = rfi.h.record_for(key)
     assert record["parts_done"] == "1,2"
+    assert record["caption"] == "North wall crack"
     before, storage = rfi.count("aps.s3part"), rfi.count("aps.storage")
     time.sleep(1.6)
     (outcome,) = rfi.flow(env).handle_message("m", rfi.message(key))

@@ -187,6 +187,7 @@ def test_an_upload_becomes_one_version_and_one_attachment(aws, make):
     }
     (record,) = [aws.record(i["upload"]["S"]) for i in aws.dynamodb.scan(TableName="TransfersTable")["Items"]]
     assert record["parts_done"] == "1,2,3"
+    assert record["caption"] == "Crack"
     assert record["version_id"].endswith("?version=1")
 
 

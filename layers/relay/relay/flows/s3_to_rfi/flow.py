@@ -421,6 +421,8 @@ class S3ToRfiFlow:
             status=Status.ATTACHED,
             attachment_id=outcome.attachment_id,
             bytes=outcome.bytes,
+            # The RFI attach body has no caption: the record keeps the user's, beside the attachment it names.
+            caption=attempt.info.metadata.get("caption") if attempt.info else None,
             error_code=None,
             error_message=None,
             error_step=None,
