@@ -77,6 +77,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/relay_throughput.py
 	$(PY) bench/attachments_api.py
 	$(PY) bench/itwin_webhooks.py
+	$(PY) bench/s3_to_rfi.py
 
 # devstack checks first that the local stack's own sandbox (or anything else) is not on the port.
 ## sandbox: run the platform sandbox alone, on port 8900 (SANDBOX_PORT=8901 moves it)

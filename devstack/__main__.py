@@ -239,16 +239,16 @@ def upload(
     }
 
 
-def default_function(stack: LocalStack) -> str:
-    """The function fed by the queue that the upload bucket notifies (the uploads' function), if just one."""
+def default_functions(stack: LocalStack) -> list[str]:
+    """The functions fed by the queues that the upload bucket notifies (S3 → iTwin, S3 → RFI), or the one fed."""
     fed = sorted(k.removesuffix(".queue_arn") for k in stack.resources if k.endswith(".queue_arn"))
     notified = {arn for k, v in stack.resources.items() if k.endswith(".notifies") for arn in v.split(",")}
     uploads = [f for f in fed if stack.resources[f"{f}.queue_arn"] in notified]
-    if len(uploads) == 1:
-        return uploads[0]
+    if uploads:
+        return uploads
     if len(fed) != 1:
         raise SystemExit(f"name the function to deliver to: {', '.join(fed) or '(no function reads a queue)'}")
-    return fed[0]
+    return fed
 
 
 def _outcome(s3: Any, bucket: str, key: str, version_id: str | None) -> str:
@@ -533,11 +533,12 @@ def main(argv: list[str] | None = None) -> int:
                 prefixes = ", ".join(done["notifying_prefixes"]) or "(none)"
                 print(f"no notification: the bucket notifies only for keys under {prefixes}")
             return 0
-        function = args.function or default_function(stack)
-        log_file = args.log_file or LOG_DIR / f"{function}.log"
         if args.command == "deliver":
-            return deliver(stack, function, log_file, args.max_seconds)
-        return invoke_file(stack, function, args.event, log_file, args.as_is)
+            functions = [args.function] if args.function else default_functions(stack)
+            codes = [deliver(stack, f, args.log_file or LOG_DIR / f"{f}.log", args.max_seconds) for f in functions]
+            return max(codes)
+        function = args.function
+        return invoke_file(stack, function, args.event, args.log_file or LOG_DIR / f"{function}.log", args.as_is)
     except UnknownFunctionError as exc:
         raise SystemExit(str(exc)) from None
 

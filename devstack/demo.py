@@ -34,6 +34,7 @@ from sandbox.seed import WEBHOOK_SECRET
 FUNCTION = "S3ToItwinFunction"
 ARCHIVE_FUNCTION = "ArchiveFunction"
 TOKENS_FUNCTION = "ApsTokenRefresherFunction"
+RFI_FUNCTION = "S3ToRfiFunction"
 LOG_FILE = LOG_DIR / "demo.log"
 WEBHOOK_ROUTE = "/webhooks/itwin"
 
@@ -99,6 +100,7 @@ def run(stack: LocalStack, log: TextIO) -> int:
     problems += len(orphans)
     problems += api_demo(stack, log, state)
     problems += tokens_demo(stack, log)
+    problems += rfi_demo(stack, log)
     if report.crashes:
         print(f"{len(report.crashes)} invocation(s) crashed: see above")
     problems += len(report.crashes)
@@ -233,6 +235,45 @@ def tokens_demo(stack: LocalStack, log: TextIO) -> int:
         print(f"{TOKENS_FUNCTION} {label} -> {answer['status']}")
         problems += answer["status"] != ("fresh" if label.startswith("right") else "refreshed")
     return problems
+
+
+def rfi_demo(stack: LocalStack, log: TextIO) -> int:
+    """A 12 MB site photo under an RFI's prefix: three signed S3 parts into DM, one item, one RFI attachment."""
+    from sandbox.seed import DEMO_PROJECT, DEMO_RFI
+
+    # 5 MiB parts (ApsPartBytes=5242880 when deploying), so 12 MB takes three parts.
+    stack.functions[RFI_FUNCTION]["RELAY_APS_PART_BYTES"] = str(5 * 1024 * 1024)
+    s3, bucket = stack.client("s3"), stack.resources["UploadBucket"]
+    data = hashlib.sha256(b"rfi").digest() * (12_000_000 // 32)  # 12 MB
+    key = f"rfis/{DEMO_PROJECT}/{DEMO_RFI}/Site photo – level 2.jpg"
+    inspect = f"{stack.sandbox_url}/__sandbox/inspect"
+    before = requests.get(inspect, timeout=10).json()["requests"].get("aps.s3part", 0)
+    print(f"\nS3 → RFI: uploading {len(data):,} bytes to s3://{bucket}/{key}")
+    s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"caption": "North wall crack"})
+    report = pump(stack, RFI_FUNCTION, log=log)
+    state = requests.get(inspect, timeout=10).json()
+    parts = state["requests"].get("aps.s3part", 0) - before
+    tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+    item_id = tags.get("relay-dm-item", "")
+    item = state["aps"]["items"].get(item_id, {})
+    versions = item.get("versions", [])
+    match = bool(versions) and versions[-1]["sha256"] == hashlib.sha256(data).hexdigest()
+    record = next(
+        (
+            {k: v.get("S") for k, v in row.items()}
+            for row in stack.client("dynamodb").scan(TableName=stack.resources["TransfersTable"])["Items"]
+            if row.get("key", {}).get("S") == key
+        ),
+        {},
+    )
+    delivered = f"{report.delivered} message(s), {report.test_events} of them s3:TestEvent"
+    print(f"  {delivered}, to {RFI_FUNCTION}; the upload took {parts} signed S3 parts")
+    print(f"  DM item           {item_id or '-'} ({item.get('name', '-')})")
+    print(f"  DM version        {record.get('version_id') or '-'}")
+    print(f"  RFI attachment id {tags.get('relay-attachment-id', '-')} (RFI {DEMO_RFI}, {tags.get('relay-status')})")
+    print(f"  sha256 of the object DM assembled: {'match' if match else 'MISMATCH'}")
+    ok = tags.get("relay-status") == "attached" and parts == 3 and match and bool(record.get("version_id"))
+    return 0 if ok else 1
 
 
 def _messages_explained(report: PumpReport, uploads: int) -> str:

@@ -11,7 +11,7 @@ import boto3
 import requests
 
 from devstack.template import ROOT, Resolver, load
-from sandbox.seed import APS_CLIENT, ITWIN_CLIENT, WEBHOOK_SECRET, seed
+from sandbox.seed import APS_CLIENT, DEMO_HUB, ITWIN_CLIENT, WEBHOOK_SECRET, seed
 
 STACK_NAME = "attachment-relay"
 ACCOUNT_ID = "123456789012"
@@ -97,6 +97,7 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
         "ItwinApiUrl": sandbox_url,
         "ApsApiUrl": sandbox_url,
         "AllowedTokenHosts": sandbox_url,
+        "ApsHubId": DEMO_HUB,
     }
     stack = LocalStack(moto_url, sandbox_url)
     seed(sandbox_url)  # the sandbox's own demo data: one definition for `make sandbox` and the stack

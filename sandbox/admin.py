@@ -125,6 +125,8 @@ def add_project(req: Request) -> Reply:
                 data.get("folder") or known.get("folder") or f"urn:adsk.wipprod:fs.folder:co.{uuid.uuid4().hex[:22]}"
             ),
         }
+        if data.get("acc"):
+            entry["container"] = ""  # an ACC project: no RFI container, as the RFI page warns
         req.store.projects[(hub, project)] = entry
     return Reply(201, entry)
 

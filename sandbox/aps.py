@@ -169,8 +169,8 @@ def get_project(req: Request) -> Reply:
                 "id": req.params["project"],
                 "attributes": {"name": p["name"]},
                 "relationships": {
-                    "rfis": {"data": {"type": "rfis", "id": p["container"]}},
                     "rootFolder": {"data": {"type": "folders", "id": p["folder"]}},
+                    **({"rfis": {"data": {"type": "rfis", "id": p["container"]}}} if p["container"] else {}),
                 },
             },
         },
@@ -183,11 +183,54 @@ def top_folders(req: Request) -> Reply:
     p = project(req)
     if isinstance(p, Reply):
         return p
-    return Reply(200, {"data": [{"type": "folders", "id": p["folder"], "attributes": {"name": "Project Files"}}]})
+    attributes = {"name": "Project Files", "displayName": "Project Files"}
+    return Reply(200, {"data": [{"type": "folders", "id": p["folder"], "attributes": attributes}]})
+
+
+def folder_contents(req: Request) -> Reply:
+    """The folder's items, each with its tip version (and the tip's storage object) in `included`; paged."""
+    if denied := require_bearer(req):
+        return denied
+    try:
+        number = int(req.arg("page[number]", "0") or 0)
+        limit = int(req.arg("page[limit]", "200") or 200)
+    except ValueError:
+        return error(400, "page[number] and page[limit] must be integers.", "BAD_INPUT")
+    if number < 0 or not 1 <= limit <= 200:
+        return error(400, "page[number] must be >= 0 and page[limit] 1..200.", "BAD_INPUT")
+    project_id, folder = req.params["project"], req.params["folder"]
+    with req.store.lock:
+        if folder not in project_folders(req, project_id):
+            return error(404, "Folder not found.", "NOT_FOUND")
+        items = [i for i in req.store.items.values() if i.folder_id == folder and i.project_id == project_id]
+        page = items[number * limit : (number + 1) * limit]
+        data, included = [], []
+        for item in page:
+            tip = version_body(item, len(item.versions))
+            data.append(
+                {
+                    "type": "items",
+                    "id": item.id,
+                    "attributes": {"displayName": item.name},
+                    "relationships": {"tip": {"data": {"type": "versions", "id": tip["id"]}}},
+                }
+            )
+            storage = f"urn:adsk.objects:os.object:{item.versions[-1]}"
+            included.append({**tip, "relationships": {"storage": {"data": {"type": "objects", "id": storage}}}})
+    body: dict[str, Any] = {"jsonapi": {"version": "1.0"}, "data": data, "included": included, "links": {}}
+    if (number + 1) * limit < len(items):
+        query = urlencode({"page[number]": number + 1, "page[limit]": limit})
+        body["links"]["next"] = {
+            "href": f"{req.base_url}/data/v1/projects/{quote(project_id)}/folders/{quote(folder)}/contents?{query}"
+        }
+    return Reply(200, body)
 
 
 def jsonapi_data(req: Request) -> tuple[dict[str, Any], Any] | Reply:
     body = req.json()
+    # Data Management's documented type; plain application/json is not it (BRIEF, "Data Management speaks JSON:API").
+    if "application/vnd.api+json" not in (req.headers.get("Content-Type") or ""):
+        return error(400, "Content-Type must be application/vnd.api+json.", "BAD_INPUT")
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         return error(400, "Request body must be a JSON:API document with a data object.", "BAD_INPUT")
     return body["data"], body.get("included")
@@ -255,7 +298,12 @@ def signed_urls(req: Request) -> Reply:
         f"{req.base_url}/__s3/{upload_key}/{n}?X-Amz-Expires={expires}&X-Amz-Signature={sign(upload_key, n, expires)}"
         for n in range(first, first + parts)
     ]
-    return Reply(200, {"uploadKey": upload_key, "uploadExpiration": now_iso(), "urls": urls})
+    url_expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    upload_expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 24 * 3600))
+    return Reply(
+        200,
+        {"uploadKey": upload_key, "uploadExpiration": upload_expiration, "urlExpiration": url_expiration, "urls": urls},
+    )
 
 
 def s3_error(status: int, code: str, message: str) -> Reply:
@@ -337,7 +385,7 @@ def storage_object(req: Request, object_id: Any) -> str | Reply:
 def version_body(item: ApsItem, number: int) -> dict[str, Any]:
     return {
         "type": "versions",
-        "id": f"urn:adsk.wipprod:fs.file:vf.{item.id.rsplit('.', 1)[-1]}?version={number}",
+        "id": f"urn:adsk.wipprod:fs.file:vf.{item.id.rsplit(':', 1)[-1]}?version={number}",
         "attributes": {"name": item.name, "versionNumber": number},
     }
 
@@ -501,6 +549,12 @@ def register(router: Router) -> None:
         ("GET", PROJECT, "aps.project", get_project),
         ("GET", PROJECT + "/topFolders", "aps.topFolders", top_folders),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/storage", "aps.storage", create_storage),
+        (
+            "GET",
+            r"/data/v1/projects/(?P<project>[^/]+)/folders/(?P<folder>[^/]+)/contents",
+            "aps.folder",
+            folder_contents,
+        ),
         ("GET", SIGNED, "aps.signeds3upload", signed_urls),
         ("POST", SIGNED, "aps.complete", complete),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items", create_item),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -167,3 +168,98 @@ def test_item_name_conflict_then_new_version(harness: Harness):
     assert info.value.http_status == 409
     client.create_version(project, item, "drawing.pdf", obj)
     assert len(harness.inspect()["aps"]["items"][item]["versions"]) == 2
+
+
+# -- the sandbox holds every DM and RFI endpoint to the brief's rules ------------------------------
+
+
+def dm_post(harness: Harness, client: ApsClient, path: str, body: Any, content_type: str) -> requests.Response:
+    token = client.requestor.tokens.token()  # type: ignore[union-attr]
+    return requests.post(
+        f"{harness.sandbox}{path}",
+        data=json.dumps(body),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+        timeout=10,
+    )
+
+
+def test_dm_posts_take_only_the_json_api_content_type(harness: Harness):
+    client = refreshed_client(harness)
+    (folder,) = client.top_folders("b.demo-hub", "b.demo-project")
+    body = {"data": {"type": "objects", "attributes": {"name": "a.bin"}}}
+    body["data"]["relationships"] = {"target": {"data": {"type": "folders", "id": folder["id"]}}}
+    path = "/data/v1/projects/b.demo-project/storage"
+    assert dm_post(harness, client, path, body, "application/json").status_code == 400
+    assert dm_post(harness, client, path, body, "application/vnd.api+json").status_code == 201
+
+
+def test_an_item_needs_a_completed_upload(harness: Harness):
+    client = refreshed_client(harness)
+    (folder,) = client.top_folders("b.demo-hub", "b.demo-project")
+    obj = client.create_storage("b.demo-project", folder["id"], "never-completed.bin")
+    with pytest.raises(InvalidRequestError) as info:
+        client.create_item("b.demo-project", folder["id"], "never-completed.bin", obj)
+    assert info.value.http_status == 400
+
+
+def test_folder_contents_list_items_with_their_tip_storage_and_page(harness: Harness):
+    client = refreshed_client(harness)
+    (folder,) = client.top_folders("b.demo-hub", "b.demo-project")
+    assert folder["attributes"]["displayName"] == "Project Files"
+    _, item = make_item(harness, client, b"tip", f"tip-{uuid.uuid4().hex[:6]}.bin")
+    listed = {i.item_id: i for i in client.folder_items("b.demo-project", folder["id"])}
+    assert str(listed[item].tip_storage_id).startswith("urn:adsk.objects:os.object:")
+    token = client.requestor.tokens.token()  # type: ignore[union-attr]
+    page = requests.get(
+        f"{harness.sandbox}/data/v1/projects/b.demo-project/folders/{folder['id']}/contents",
+        params={"page[limit]": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert len(page["data"]) == 1
+    if len(listed) > 1:
+        assert page["links"]["next"]["href"].startswith(harness.sandbox)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"name": "n" * 401, "urnType": "dm"}, 400),
+        ({"name": "photo.jpg", "urnType": "photo"}, 400),
+        ({"name": "photo.jpg", "urnType": "dm", "urn": "urn:adsk.wipprod:dm.lineage:nothing"}, 400),
+    ],
+)
+def test_the_rfi_attach_holds_name_urn_type_and_urn_to_the_rules(harness: Harness, body, status):
+    client = refreshed_client(harness)
+    container, item = make_item(harness, client, b"x", f"rule-{uuid.uuid4().hex[:6]}.bin")
+    token = client.requestor.tokens.token()  # type: ignore[union-attr]
+    answer = requests.post(
+        f"{harness.sandbox}/bim360/rfis/v2/containers/{container}/rfis/RFI-1/attachments",
+        json={"urn": item, **body},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == status
+
+
+def test_per_part_latency_is_injected_per_part_put(harness: Harness):
+    import time
+
+    client = refreshed_client(harness)
+    (folder,) = client.top_folders("b.demo-hub", "b.demo-project")
+    obj = client.create_storage("b.demo-project", folder["id"], f"slow-{uuid.uuid4().hex[:6]}.bin")
+    harness.admin("PUT", "config", {"min_part_bytes": 1})
+    harness.fault("aps.s3part", latency_ms=100)
+    try:
+        started = time.monotonic()
+        client.upload_parts(obj, 4, 1, lambda s, n: io.BytesIO(b"abcd"[s : s + n]), concurrency=1)
+        sequential = time.monotonic() - started
+        started = time.monotonic()
+        obj2 = client.create_storage("b.demo-project", folder["id"], f"fast-{uuid.uuid4().hex[:6]}.bin")
+        client.upload_parts(obj2, 4, 1, lambda s, n: io.BytesIO(b"abcd"[s : s + n]), concurrency=4)
+        parallel = time.monotonic() - started
+    finally:
+        harness.admin("DELETE", "faults")
+        harness.admin("PUT", "config", {"min_part_bytes": 5 * 1024 * 1024})
+    assert sequential >= 0.4
+    assert parallel < sequential

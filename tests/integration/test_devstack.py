@@ -250,11 +250,15 @@ def test_demo_as_written_prints_a_clean_table_and_names_its_log(tmp_path: Path):
     assert not [line for line in lines if line.lstrip().startswith("{")]  # no JSON log lines in the table
     assert f"function logs: {log_file}" in lines
     assert any("6 upload notifications + 1 s3:TestEvent" in line for line in lines)
+    assert any("the upload took 3 signed S3 parts" in line for line in lines)
+    assert any(line.strip().startswith("DM item           urn:adsk.wipprod:dm.lineage:") for line in lines)
+    assert any(line.strip().startswith("RFI attachment id ") and "attached" in line for line in lines)
+    assert "  sha256 of the object DM assembled: match" in lines
     assert "orphan metadata records in the sandbox (issues and forms): 0" in lines
     assert result.stderr == ""
     logged = [json.loads(x) for x in log_file.read_text().splitlines() if x.startswith("{")]
     finished = [x for x in logged if x.get("message") == "transfer finished"]
-    assert len(finished) == 6
+    assert len(finished) == 7  # six iTwin uploads and the RFI photo
     assert all(x["version_id"] for x in finished)  # the production identity, not the eTag one
     # The API part: listed, fetched through the 302, archived, and the unsigned call refused.
     assert "GET /forms/FORM-2001/attachments -> 200" in lines

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 OBJECTS = {"s3-put-issue-photo.json": "photo.jpg", "s3-put-form-report.json": "report.pdf"}
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EVENTS.glob("s3-*.json")))
+# The RFI sample runs in test_s3_to_rfi.py, against S3ToRfiFunction.
+@pytest.mark.parametrize("name", sorted(p.name for p in EVENTS.glob("s3-*.json") if "-rfi-" not in p.name))
 def test_every_s3_sample_event_runs_against_the_local_stack(harness: Harness, name: str):
     event = load_event(name)
     uploads = parse_message(event["Records"][0]["body"]).uploads

@@ -42,7 +42,7 @@ def test_bucket_is_versioned_private_encrypted_and_tls_only():
 
 def test_notifications_cover_only_upload_prefixes_and_all_creations():
     configs = R["UploadBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
-    assert {c["Filter"]["S3Key"]["Rules"][0]["Value"] for c in configs} == {"issues/", "forms/"}
+    assert {c["Filter"]["S3Key"]["Rules"][0]["Value"] for c in configs} == {"issues/", "forms/", "rfis/"}
     assert {c["Event"] for c in configs} == {"s3:ObjectCreated:*"}
 
 
@@ -311,3 +311,50 @@ def test_a_second_stack_on_the_same_aps_secret_creates_neither_the_secret_nor_th
         )
         == shared["ApsSecretArn"]
     )
+
+
+# -- S3 → RFI ---------------------------------------------------------------------------------------
+
+
+def test_rfi_uploads_have_their_own_queue_dlq_alarm_and_function():
+    configs = R["UploadBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    (rfis,) = [c for c in configs if c["Filter"]["S3Key"]["Rules"][0]["Value"] == "rfis/"]
+    assert rfis["Queue"] == {"Fn::GetAtt": ["RfiUploadQueue", "Arn"]}
+    queue = R["RfiUploadQueue"]["Properties"]
+    function = R["S3ToRfiFunction"]["Properties"]
+    assert int(queue["VisibilityTimeout"]) >= 6 * int(function["Timeout"])
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RfiUploadDeadLetterQueue", "Arn"]}
+    alarm = R["RfiDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["RfiUploadDeadLetterQueue", "QueueName"]}
+    event = function["Events"]["RfiUploads"]["Properties"]
+    assert event["Queue"] == {"Fn::GetAtt": ["RfiUploadQueue", "Arn"]}
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "RfiMaximumConcurrency"}
+    assert "S3ToRfiFunctionArn" in T["Outputs"]
+
+
+def test_the_rfi_role_reads_only_rfis_and_the_aps_secret_and_never_writes_it():
+    rfi = statements("S3ToRfiRole")
+    (objects,) = [s for s in rfi if "s3:GetObject" in s["Action"]]
+    assert objects["Resource"]["Fn::Sub"].endswith("/rfis/*")
+    (listing,) = [s for s in rfi if "s3:ListBucket" in s["Action"]]
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["rfis/*"]
+
+    def actions(s: dict[str, Any]) -> list[str]:
+        return s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+
+    secrets = [s for s in rfi if any(a.startswith("secretsmanager:") for a in actions(s))]
+    assert [s["Resource"] for s in secrets] == [
+        {"Fn::If": ["CreateApsSecret", {"Ref": "ApsSecret"}, {"Ref": "ApsSecretArn"}]}
+    ]
+    assert {a for s in secrets for a in actions(s)} == {"secretsmanager:GetSecretValue"}
+
+
+def test_the_rfi_function_reads_its_settings_from_parameters():
+    from relay import constants as c
+
+    env = R["S3ToRfiFunction"]["Properties"]["Environment"]["Variables"]
+    for name in (c.APS_HUB_ID_ENV, c.APS_FOLDER_ENV, c.APS_MAX_UPLOAD_BYTES_ENV, c.APS_PART_BYTES_ENV):
+        assert name in env
+    assert T["Parameters"]["ApsMaxUploadBytes"]["Default"] == c.DEFAULT_APS_MAX_UPLOAD_BYTES
+    assert T["Parameters"]["ApsPartBytes"]["MinValue"] == c.MIN_APS_PART_BYTES

@@ -162,6 +162,20 @@ class ApsLoginRequiredError(RelayError):
     outcome = Outcome.RETRY
 
 
+class NotBim360ProjectError(RelayError):
+    """The project has no RFI container: it is not a BIM 360 project (an ACC project, say), so no RFI takes files."""
+
+    code = "NotBim360Project"
+
+
+class StepFailedError(RelayError):
+    """A vendor refused one step of a multi-step transfer for good; `step` names it (project, storage, attach...)."""
+
+    def __init__(self, message: str, *, step: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.step = step
+
+
 class LoginError(RelayError):
     """The sign-in command stopped before it wrote anything; each subclass names why."""
 

@@ -53,6 +53,13 @@ def _part_size(raw: str, name: str) -> int:
     return value
 
 
+def _aps_part_size(raw: str, name: str) -> int:
+    value = int(_positive(int)(raw, name))
+    if value < c.MIN_APS_PART_BYTES:
+        raise ConfigurationError(f"{name} must be at least {c.MIN_APS_PART_BYTES} (the 5 MB part minimum), got {raw!r}")
+    return value
+
+
 def _presign_expiry(raw: str, name: str) -> int:
     value = int(_positive(int)(raw, name))
     if value > 7 * 24 * 3600:
@@ -112,6 +119,11 @@ TABLE: dict[str, Field] = {
     "aps_refresh_token_warn_days": Field(
         c.APS_REFRESH_TOKEN_WARN_DAYS_ENV, _positive(float), str(c.DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS)
     ),
+    "aps_hub_id": Field(c.APS_HUB_ID_ENV, _text, ""),
+    "aps_folder": Field(c.APS_FOLDER_ENV, _text, c.DEFAULT_APS_FOLDER),
+    "aps_max_upload_bytes": Field(c.APS_MAX_UPLOAD_BYTES_ENV, _positive(int), str(c.DEFAULT_APS_MAX_UPLOAD_BYTES)),
+    "aps_part_bytes": Field(c.APS_PART_BYTES_ENV, _aps_part_size, str(c.DEFAULT_APS_PART_BYTES)),
+    "aps_part_concurrency": Field(c.APS_PART_CONCURRENCY_ENV, _positive(int), str(c.DEFAULT_APS_PART_CONCURRENCY)),
 }
 
 
@@ -151,6 +163,11 @@ class Settings:
     token_lease_table: str = ""
     aps_refresh_margin_minutes: float = c.DEFAULT_APS_REFRESH_MARGIN_MINUTES
     aps_refresh_token_warn_days: float = c.DEFAULT_APS_REFRESH_TOKEN_WARN_DAYS
+    aps_hub_id: str = ""
+    aps_folder: str = c.DEFAULT_APS_FOLDER
+    aps_max_upload_bytes: int = c.DEFAULT_APS_MAX_UPLOAD_BYTES
+    aps_part_bytes: int = c.DEFAULT_APS_PART_BYTES
+    aps_part_concurrency: int = c.DEFAULT_APS_PART_CONCURRENCY
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:

@@ -152,11 +152,32 @@ class ObjectStore:
         )
         return SizedStream(response["Body"], size)  # type: ignore[return-value]
 
-    def tag(self, upload: Upload, status: str, attachment_id: str | None, error_code: str | None) -> None:
+    def open_range(self, upload: Upload, start: int, length: int) -> IO[bytes]:
+        """A streaming body for bytes [start, start + length) of the upload's version: one ranged GET."""
+        response = self._call(
+            "GET",
+            upload,
+            lambda: self.client.get_object(
+                Bucket=upload.bucket,
+                Key=upload.key,
+                Range=f"bytes={start}-{start + length - 1}",
+                **_version_args(upload),
+            ),
+        )
+        return SizedStream(response["Body"], length)  # type: ignore[return-value]
+
+    def tag(
+        self,
+        upload: Upload,
+        status: str,
+        attachment_id: str | None,
+        error_code: str | None,
+        extra: Mapping[str, str | None] | None = None,
+    ) -> None:
         """Set relay-* tags, keeping the user's own tags (PutObjectTagging replaces the whole set)."""
         args = {"Bucket": upload.bucket, "Key": upload.key, **_version_args(upload)}
         existing = self._call("tagging", upload, lambda: self.client.get_object_tagging(**args)).get("TagSet", [])
-        ours = {TAG_STATUS: status, TAG_ATTACHMENT: attachment_id, TAG_ERROR: error_code}
+        ours = {TAG_STATUS: status, TAG_ATTACHMENT: attachment_id, TAG_ERROR: error_code, **(extra or {})}
         kept = [t for t in existing if t["Key"] not in ours]
         tags = kept + [{"Key": k, "Value": v[:256]} for k, v in ours.items() if v]
         if len(tags) > MAX_TAGS:

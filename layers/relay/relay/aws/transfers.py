@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -48,6 +48,12 @@ class TransferRecord:
     location: str | None = None
     error_code: str | None = None
     attempts: int = 0
+    # Every attribute as stored, for flows that record steps of their own (s3_to_rfi).
+    item: dict[str, Any] = field(default_factory=dict)
+
+    def text(self, name: str) -> str | None:
+        value = self.item.get(name)
+        return value["S"] if isinstance(value, dict) and "S" in value else None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> TransferRecord:
@@ -63,6 +69,7 @@ class TransferRecord:
             location=s("location"),
             error_code=s("error_code"),
             attempts=int(item.get("attempts", {}).get("N", "0")),
+            item=dict(item),
         )
 
 

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
-from relay.errors import ErrorFields, InvalidRequestError, PermissionDeniedError, VendorError
+from relay.errors import ErrorFields, InvalidRequestError, MalformedResponseError, PermissionDeniedError, VendorError
 from relay.transport.requestor import Requestor
+from relay.transport.retry import Deadline
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_URLS_PER_CALL = 25
 OBJECT_PREFIX = "urn:adsk.objects:os.object:"
+MAX_NAME_CHARS = 400
+# Data Management speaks JSON:API; the RFI endpoint takes plain JSON (shared/api/002).
+JSONAPI_HEADERS = {"Content-Type": "application/vnd.api+json"}
+# Folder contents page at up to 200; a bound on a next link that loops.
+MAX_PAGES = 500
+
+
+def part_count(size: int, part_size: int) -> int:
+    """How many parts `size` bytes take: at least one, so an upload always has something to complete."""
+    return max(1, -(-size // part_size))
+
+
+@dataclass(frozen=True)
+class FolderItem:
+    """An item listed in a folder: its lineage id, its name, and its tip version (id and storage object)."""
+
+    item_id: str
+    name: str
+    tip_version_id: str | None
+    tip_storage_id: str | None
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,11 @@ class ApsClient:
             sleep=requestor.sleep,
         )
 
+    def use_deadline(self, deadline: Deadline) -> None:
+        """Retries, the part PUTs' included, must not outlive the invocation."""
+        self.requestor.use_deadline(deadline)
+        self.part_uploader.use_deadline(deadline)
+
     def rfi_container_id(self, hub_id: str, project_id: str) -> str:
         data = self.requestor.request("GET", f"/project/v1/hubs/{quote(hub_id)}/projects/{quote(project_id)}").json()
         try:
@@ -86,7 +114,13 @@ class ApsClient:
                 "relationships": {"target": {"data": {"type": "folders", "id": folder_id}}},
             }
         )
-        data = self.requestor.request("POST", f"/data/v1/projects/{quote(project_id)}/storage", json=body).json()
+        data = self.requestor.request(
+            "POST",
+            f"/data/v1/projects/{quote(project_id)}/storage",
+            json=body,
+            headers=JSONAPI_HEADERS,
+            idempotent=False,
+        ).json()
         return StorageObject.parse(str(data["data"]["id"]))
 
     def signed_urls(
@@ -160,7 +194,9 @@ class ApsClient:
                 }
             ],
         )
-        data = self.requestor.request("POST", f"/data/v1/projects/{quote(project_id)}/items", json=body).json()
+        data = self.requestor.request(
+            "POST", f"/data/v1/projects/{quote(project_id)}/items", json=body, headers=JSONAPI_HEADERS, idempotent=False
+        ).json()
         return str(data["data"]["id"])
 
     def create_version(self, project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
@@ -174,18 +210,29 @@ class ApsClient:
                 },
             }
         )
-        data = self.requestor.request("POST", f"/data/v1/projects/{quote(project_id)}/versions", json=body).json()
+        data = self.requestor.request(
+            "POST",
+            f"/data/v1/projects/{quote(project_id)}/versions",
+            json=body,
+            headers=JSONAPI_HEADERS,
+            idempotent=False,
+        ).json()
         return str(data["data"]["id"])
 
     def attach_to_rfi(self, container_id: str, rfi_id: str, name: str, item_urn: str) -> dict[str, Any]:
-        if not name or len(name) > 400:
+        if not name or len(name) > MAX_NAME_CHARS:
             raise InvalidRequestError("RFI attachment name must be 1 to 400 characters", code="InvalidName")
-        result: dict[str, Any] = self.requestor.request(
+        # Not resent after a lost answer: the caller lists the RFI's attachments and adopts by urn instead.
+        result = self.requestor.request(
             "POST",
             self._rfi_path(container_id, rfi_id),
             json={"name": name, "urn": item_urn, "urnType": "dm"},
             headers={"Content-Type": "application/json"},
+            idempotent=False,
+            expect=(200, 201),
         ).json()
+        if not isinstance(result, dict) or not isinstance(result.get("id"), str) or not result["id"]:
+            raise MalformedResponseError("the RFI attach answered without an attachment id", http_status=201)
         return result
 
     def list_rfi_attachments(self, container_id: str, rfi_id: str) -> Iterator[dict[str, Any]]:
@@ -203,6 +250,108 @@ class ApsClient:
 
     def delete_rfi_attachment(self, container_id: str, rfi_id: str, attachment_id: str) -> None:
         self.requestor.request("DELETE", f"{self._rfi_path(container_id, rfi_id)}/{quote(attachment_id)}")
+
+    def folder_items(self, project_id: str, folder_id: str) -> Iterator[FolderItem]:
+        """Every item in a folder, page by page (`page[number]`, `page[limit]`, next page in `links.next.href`)."""
+        url: str | None = f"/data/v1/projects/{quote(project_id)}/folders/{quote(folder_id, safe='')}/contents"
+        params: dict[str, Any] | None = {"page[number]": 0, "page[limit]": 200}
+        for _ in range(MAX_PAGES):
+            if not url:
+                return
+            data = self.requestor.request("GET", url, params=params).json()
+            if not isinstance(data, dict):
+                raise MalformedResponseError("folder contents is not a JSON:API document", http_status=200)
+            tips: dict[str, str | None] = {}
+            for version in data.get("included") or []:
+                if isinstance(version, dict) and version.get("type") == "versions":
+                    storage = ((version.get("relationships") or {}).get("storage") or {}).get("data") or {}
+                    tips[str(version.get("id"))] = storage.get("id") if isinstance(storage, dict) else None
+            for entry in data.get("data") or []:
+                if not isinstance(entry, dict) or entry.get("type") != "items" or not entry.get("id"):
+                    continue
+                attributes = entry.get("attributes") or {}
+                tip = (((entry.get("relationships") or {}).get("tip") or {}).get("data") or {}).get("id")
+                yield FolderItem(
+                    str(entry["id"]),
+                    str(attributes.get("displayName") or attributes.get("name") or ""),
+                    str(tip) if tip else None,
+                    tips.get(str(tip)) if tip else None,
+                )
+            next_link = ((data.get("links") or {}).get("next") or {}).get("href")
+            url, params = (next_link, None) if isinstance(next_link, str) and next_link else (None, None)
+        raise MalformedResponseError(f"folder contents still had a next page after {MAX_PAGES} pages")
+
+    def upload_parts(
+        self,
+        obj: StorageObject,
+        size: int,
+        part_size: int,
+        open_range: Callable[[int, int], IO[bytes]],
+        *,
+        upload_key: str | None = None,
+        done: Collection[int] = (),
+        concurrency: int = 4,
+        on_part: Callable[[str, int], None] | None = None,
+    ) -> str:
+        """PUT every part not in `done`, up to `concurrency` at once; return the uploadKey, for completing.
+
+        Each part is one ranged read streamed into its PUT, so at most `concurrency` reads are open and no
+        part is held whole. URLs come 25 a call; a 403 on a part means they expired: the same uploadKey is
+        asked again, and only the parts not done are sent. `on_part(upload_key, number)` records each one.
+        """
+        count = part_count(size, part_size)
+        todo = [n for n in range(1, count + 1) if n not in set(done)]
+        key = upload_key
+        if not todo and key:
+            return key
+        lock = threading.Lock()
+        resigned_for: int | None = None
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="aps-part") as pool:
+            while todo or key is None:
+                first = todo[0] if todo else 1
+                window = [n for n in todo if n < first + MAX_URLS_PER_CALL] or [first]
+                key, urls = self.signed_urls(obj, window[-1] - first + 1, first, key)
+                expired: list[int] = []
+
+                def put(number: int, url: str, upload_key: str, expired: list[int] = expired) -> None:
+                    start = (number - 1) * part_size
+                    length = min(part_size, size - start)
+                    try:
+                        self.part_uploader.request(
+                            "PUT",
+                            url,
+                            body=partial(open_range, start, length),
+                            auth=False,
+                            headers={"Content-Length": str(length)},
+                        )
+                    except PermissionDeniedError:
+                        with lock:
+                            expired.append(number)
+                        return
+                    if on_part is not None:
+                        on_part(upload_key, number)
+
+                futures = [pool.submit(put, n, urls[n - first], key) for n in window if n - first < len(urls)]
+                errors = [f.exception() for f in futures]
+                failure = next((e for e in errors if e is not None), None)
+                if failure is not None:
+                    raise failure
+                if expired:
+                    if resigned_for == min(expired):
+                        raise PermissionDeniedError(
+                            f"part {min(expired)} was refused with fresh URLs too: not an expiry", http_status=403
+                        )
+                    resigned_for = min(expired)
+                finished = set(window) - set(expired)
+                todo = [n for n in todo if n not in finished]
+        return key
+
+    def complete_upload(self, obj: StorageObject, upload_key: str) -> dict[str, Any]:
+        """Finish the signed upload (required even for one part); the answer names the object and its size."""
+        result: dict[str, Any] = self.requestor.request(
+            "POST", self._signed_path(obj), json={"uploadKey": upload_key}
+        ).json()
+        return result
 
     @staticmethod
     def _signed_path(obj: StorageObject) -> str:
