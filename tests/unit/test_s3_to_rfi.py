@@ -438,3 +438,25 @@ def test_the_400_character_limit_counts_the_name_as_sent_after_normalisation():
     with pytest.raises(e.InvalidUploadError) as refused:
         parse_target("rfis/b.p/RFI-1/" + decomposed + ".jpg")
     assert "400" in str(refused.value)
+
+
+def test_a_resume_cuts_the_missing_parts_with_the_recorded_part_size(aws, make):
+    """A redeploy that changes RELAY_APS_PART_BYTES between the crash and the retry must not shift the parts."""
+    sizes: list[int] = []
+
+    class Recording(FakeAps):
+        def upload_parts(self, obj: StorageObject, size: int, part_size: int, *args: Any, **kw: Any) -> str:
+            sizes.append(part_size)
+            return super().upload_parts(obj, size, part_size, *args, **kw)
+
+    aps = Recording()
+    aps.faults["part"] = [None, e.ServerError("down", http_status=503)]
+    flow, _ = make(aps)  # 4-byte parts
+    body = message(aws, KEY, b"0123456789")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    redeployed, _ = make(aps, aps_part_bytes=3)
+    (outcome,) = redeployed.handle_message("m", body)
+    assert outcome.status == "attached"
+    assert sizes == [4, 4]  # the parts already sent were 4 bytes: the rest are cut the same way
+    assert aps.parts == {"key-obj-1": {1, 2, 3}}

@@ -61,6 +61,9 @@ FOLDER_ID_PREFIX = "urn:adsk.wipprod:fs.folder:"
 ITEM_ROUNDS = 3
 # The record's fields, one per step reached (the shared Step column says how far, coarsely).
 F_STORAGE, F_UPLOAD_KEY, F_PARTS = "storage_object_id", "upload_key", "parts_done"
+# The part size the recorded parts were cut with: a resume after a redeploy that changed RELAY_APS_PART_BYTES
+# must cut the missing parts the same way, or the assembled file would be corrupt.
+F_PART_BYTES = "part_bytes"
 F_COMPLETED, F_ITEM, F_VERSION, F_RFI_ATTACHMENT = "completed", "item_id", "version_id", "rfi_attachment_id"
 
 
@@ -303,19 +306,21 @@ class S3ToRfiFlow:
             return obj
         upload_key = record.text(F_UPLOAD_KEY)
         attempt.parts = {int(n) for n in (record.text(F_PARTS) or "").split(",") if n}
+        recorded_size = record.text(F_PART_BYTES)
+        part_bytes = int(recorded_size) if upload_key and recorded_size else self.settings.aps_part_bytes
         lock = threading.Lock()
 
         def part_done(key: str, number: int) -> None:
             with lock:
                 attempt.parts.add(number)
                 done = ",".join(str(n) for n in sorted(attempt.parts))
-                self.records.update(up, upload_key=key, parts_done=done)
+                self.records.update(up, upload_key=key, parts_done=done, part_bytes=str(part_bytes))
 
         def send(key: str | None) -> str:
             return self.aps.upload_parts(
                 obj,
                 info.size,
-                self.settings.aps_part_bytes,
+                part_bytes,
                 lambda start, length: self.objects.open_range(up, start, length),
                 upload_key=key,
                 done=set(attempt.parts) if key else (),
@@ -331,7 +336,8 @@ class S3ToRfiFlow:
             # The recorded uploadKey outlived its life (or was completed elsewhere): start the parts afresh.
             logger.info("the recorded uploadKey is no longer valid; uploading every part again")
             attempt.parts.clear()
-            self.records.update(up, remove=(F_UPLOAD_KEY, F_PARTS))
+            part_bytes = self.settings.aps_part_bytes
+            self.records.update(up, remove=(F_UPLOAD_KEY, F_PARTS, F_PART_BYTES))
             upload_key = self._vendor("upload", lambda: send(None))
         except VendorError as error:
             raise step_error("upload", error) from error
