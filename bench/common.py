@@ -94,3 +94,23 @@ class PeakRss:
     @property
     def added_mib(self) -> float:
         return (self.peak - self.base) / MiB
+
+
+def local_env() -> None:
+    """The process environment every bench runs the relay under: moto's keys, and Powertools kept quiet."""
+    import logging
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_TRACE_DISABLED="1")
+    logging.getLogger("botocore").setLevel(logging.ERROR)
+
+
+def start_servers(*sandbox_args: str) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
+    """moto server and the sandbox as processes of their own: (moto URL, sandbox URL, processes to stop)."""
+    moto_port, sandbox_port = free_port(), free_port()
+    moto_url, sandbox_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{sandbox_port}"
+    procs = [
+        start(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], f"{moto_url}/moto-api/"),
+        start(["-m", "sandbox", "--port", str(sandbox_port), *sandbox_args], f"{sandbox_url}/__sandbox/health"),
+    ]
+    return moto_url, sandbox_url, procs

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import random
 import statistics
@@ -32,7 +31,7 @@ from typing import Any
 
 import requests
 
-from bench.common import free_port, start
+from bench.common import local_env, start_servers
 
 P99_MS, P99_RATIO, CONCURRENT = 300.0, 3.0, 50
 
@@ -111,20 +110,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--forgeries", type=int, default=10_000)
     args = parser.parse_args()
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    os.environ.update(
-        POWERTOOLS_LOG_LEVEL="ERROR",
-        POWERTOOLS_METRICS_DISABLED="true",
-        POWERTOOLS_METRICS_NAMESPACE="bench",
-        POWERTOOLS_TRACE_DISABLED="1",
-    )
-    logging.getLogger("botocore").setLevel(logging.ERROR)
-    moto_port, sandbox_port = free_port(), free_port()
-    moto_url, sandbox_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{sandbox_port}"
-    procs = [
-        start(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], f"{moto_url}/moto-api/"),
-        start(["-m", "sandbox", "--port", str(sandbox_port)], f"{sandbox_url}/__sandbox/health"),
-    ]
+    local_env()
+    os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "bench"  # metrics are cleared per delivery, never flushed
+    moto_url, sandbox_url, procs = start_servers()
     try:
         from devstack.gateway import LocalGateway
         from devstack.stack import provision

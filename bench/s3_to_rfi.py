@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import requests
 
-from bench.common import GiB, MiB, Payload, PeakRss, free_port, start
+from bench.common import GiB, MiB, Payload, PeakRss, local_env, start_servers
 
 TARGET_MIB, TARGET_PARALLEL, TARGET_RATIO = 64.0, 0.4, 1.2
 PROJECT, HUB = "b.demo-project", "b.demo-hub"
@@ -38,19 +37,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8])
     args = parser.parse_args()
     size = args.size_mib * MiB
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    os.environ["POWERTOOLS_LOG_LEVEL"] = "ERROR"
-    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-    logging.getLogger("botocore").setLevel(logging.ERROR)
-    moto_port, sandbox_port = free_port(), free_port()
-    moto_url, sandbox_url = f"http://127.0.0.1:{moto_port}", f"http://127.0.0.1:{sandbox_port}"
-    procs = [
-        start(["-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)], f"{moto_url}/moto-api/"),
-        start(
-            ["-m", "sandbox", "--port", str(sandbox_port), "--max-upload-bytes", str(4 * GiB)],
-            f"{sandbox_url}/__sandbox/health",
-        ),
-    ]
+    local_env()
+    moto_url, sandbox_url, procs = start_servers("--max-upload-bytes", str(4 * GiB))
     try:
         results = run(args, size, moto_url, sandbox_url)
     finally:

@@ -139,35 +139,12 @@ class ApsClient:
         open_range: Callable[[int, int], IO[bytes]],
         part_size: int = MIN_PART_BYTES,
     ) -> None:
-        """Upload `size` bytes in parts read by `open_range(start, length)`, asking for fresh URLs on 403 (expired)."""
-        part_size = max(part_size, MIN_PART_BYTES)
-        count = max(1, -(-size // part_size))
-        upload_key: str | None = None
-        part = 1
-        resigned_at = 0
-        while part <= count:
-            batch = min(MAX_URLS_PER_CALL, count - part + 1)
-            upload_key, urls = self.signed_urls(obj, batch, part, upload_key)
-            for offset, url in enumerate(urls):
-                number = part + offset
-                start = (number - 1) * part_size
-                length = min(part_size, size - start)
-                try:
-                    self.part_uploader.request(
-                        "PUT",
-                        url,
-                        body=partial(open_range, start, length),
-                        auth=False,
-                        headers={"Content-Length": str(length)},
-                    )
-                except PermissionDeniedError:
-                    if resigned_at == number:
-                        raise  # fresh URLs refused too: not an expiry
-                    resigned_at = part = number  # the URLs expired: ask again from this part, same uploadKey
-                    break
-            else:
-                part += batch
-        self.requestor.request("POST", self._signed_path(obj), json={"uploadKey": upload_key})
+        """Upload `size` bytes in parts read by `open_range(start, length)`, one at a time, and complete it.
+
+        The same upload as the flow's (`upload_parts`, then `complete_upload`), without a record to resume from.
+        """
+        upload_key = self.upload_parts(obj, size, max(part_size, MIN_PART_BYTES), open_range, concurrency=1)
+        self.complete_upload(obj, upload_key)
 
     def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> str:
         body = jsonapi(
