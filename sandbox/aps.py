@@ -374,6 +374,27 @@ def complete(req: Request) -> Reply:
     )
 
 
+def object_details(req: Request) -> Reply:
+    """OSS object details: what a completed upload stored (a storage object not yet completed is 404)."""
+    if denied := require_bearer(req):
+        return denied
+    bucket, key = req.params["bucket"], req.params["object"]
+    with req.store.lock:
+        stored = req.store.objects.get(f"{bucket}/{key}")
+    if stored is None:
+        return error(404, "Object not found.", "NOT_FOUND")
+    return Reply(
+        200,
+        {
+            "bucketKey": bucket,
+            "objectId": f"urn:adsk.objects:os.object:{bucket}/{key}",
+            "objectKey": key,
+            "size": stored.size,
+            "location": f"{req.base_url}/oss/v2/buckets/{bucket}/objects/{quote(key)}",
+        },
+    )
+
+
 def storage_object(req: Request, object_id: Any) -> str | Reply:
     prefix = "urn:adsk.objects:os.object:"
     key = object_id[len(prefix) :] if isinstance(object_id, str) and object_id.startswith(prefix) else None
@@ -557,6 +578,7 @@ def register(router: Router) -> None:
         ),
         ("GET", SIGNED, "aps.signeds3upload", signed_urls),
         ("POST", SIGNED, "aps.complete", complete),
+        ("GET", r"/oss/v2/buckets/(?P<bucket>[^/]+)/objects/(?P<object>[^/]+)/details", "aps.details", object_details),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items", create_item),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions", create_version),
         ("POST", RFI, "aps.rfi.attach", attach),

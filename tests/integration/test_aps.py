@@ -44,7 +44,8 @@ def make_item(harness: Harness, client: ApsClient, data: bytes, name: str) -> tu
     (folder,) = client.top_folders("b.demo-hub", project)
     obj = client.create_storage(project, folder["id"], name)
     client.upload_object(obj, len(data), lambda start, n: io.BytesIO(data[start : start + n]))
-    return client_project, client.create_item(project, folder["id"], name, obj)
+    item_id, _ = client.create_item(project, folder["id"], name, obj)
+    return client_project, item_id
 
 
 def test_reused_refresh_token_is_refused(harness: Harness):
@@ -92,7 +93,9 @@ def test_multipart_upload_item_and_rfi_attachment(harness: Harness):
     (folder,) = client.top_folders("b.demo-hub", project)
     obj = client.create_storage(project, folder["id"], "scan.bin")
     client.upload_object(obj, len(data), lambda s, n: io.BytesIO(data[s : s + n]), part_size=1024)
-    item = client.create_item(project, folder["id"], "scan.bin", obj)
+    assert client.stored_size(obj) == len(data)
+    item, version = client.create_item(project, folder["id"], "scan.bin", obj)
+    assert version == f"urn:adsk.wipprod:fs.file:vf.{item.rsplit(':', 1)[-1]}?version=1"
     attachment = client.attach_to_rfi(container, "RFI-1", "scan.bin", item)
     assert attachment["urn"] == item
     versions = harness.inspect()["aps"]["items"][item]["versions"]
@@ -197,6 +200,7 @@ def test_an_item_needs_a_completed_upload(harness: Harness):
     client = refreshed_client(harness)
     (folder,) = client.top_folders("b.demo-hub", "b.demo-project")
     obj = client.create_storage("b.demo-project", folder["id"], "never-completed.bin")
+    assert client.stored_size(obj) is None  # object details: 404 until an upload is completed
     with pytest.raises(InvalidRequestError) as info:
         client.create_item("b.demo-project", folder["id"], "never-completed.bin", obj)
     assert info.value.http_status == 400

@@ -216,6 +216,9 @@ class VendorError(RelayError):
     """A vendor API answered with an error, or could not be reached."""
 
     code = "VendorError"
+    # True when the request may have done its work although the caller cannot tell (a lost answer, a 500):
+    # repeating a non-idempotent call (a create) could then do it twice. The caller must look first.
+    ambiguous = False
 
     def __init__(
         self,
@@ -281,6 +284,11 @@ class ServerError(VendorError):
     code = "ServerError"
     outcome = Outcome.RETRY
 
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        # A 500, 502 or 504 may come after the work was done; 503 says the server did not take the request.
+        self.ambiguous = self.http_status != 503
+
 
 class MalformedResponseError(VendorError):
     """A success status whose body we cannot read (an HTML page, truncated JSON): a vendor hiccup."""
@@ -313,8 +321,7 @@ class VendorConnectionError(VendorError):
 
     code = "ConnectionError"
     outcome = Outcome.RETRY
-    # True when the request may have reached the server (read timeout, reset mid-exchange):
-    # repeating a non-idempotent call could then do it twice.
+    # The request may have reached the server (read timeout, reset mid-exchange); False when it never left.
     ambiguous = True
 
 

@@ -10,7 +10,14 @@ from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
-from relay.errors import ErrorFields, InvalidRequestError, MalformedResponseError, PermissionDeniedError, VendorError
+from relay.errors import (
+    ErrorFields,
+    InvalidRequestError,
+    MalformedResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    VendorError,
+)
 from relay.transport.requestor import Requestor
 from relay.transport.retry import Deadline
 
@@ -91,6 +98,10 @@ class ApsClient:
         self.requestor.use_deadline(deadline)
         self.part_uploader.use_deadline(deadline)
 
+    def pause(self, error: VendorError, attempt: int) -> bool:
+        """Back off before a caller's own retry of a create (after it looked and found nothing); False: give up."""
+        return self.requestor.pause(error, attempt)
+
     def rfi_container_id(self, hub_id: str, project_id: str) -> str:
         data = self.requestor.request("GET", f"/project/v1/hubs/{quote(hub_id)}/projects/{quote(project_id)}").json()
         try:
@@ -146,7 +157,8 @@ class ApsClient:
         upload_key = self.upload_parts(obj, size, max(part_size, MIN_PART_BYTES), open_range, concurrency=1)
         self.complete_upload(obj, upload_key)
 
-    def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> str:
+    def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> tuple[str, str | None]:
+        """Create the item and its first version; return (lineage id, version id or None when not answered)."""
         body = jsonapi(
             {
                 "type": "items",
@@ -174,7 +186,14 @@ class ApsClient:
         data = self.requestor.request(
             "POST", f"/data/v1/projects/{quote(project_id)}/items", json=body, headers=JSONAPI_HEADERS, idempotent=False
         ).json()
-        return str(data["data"]["id"])
+        try:
+            item_id = str(data["data"]["id"])
+        except (KeyError, TypeError):
+            raise MalformedResponseError("the item create answered without data.id", http_status=201) from None
+        # The answer's `included` holds the first version; an answer without it leaves the caller to list.
+        versions = [v for v in data.get("included") or [] if isinstance(v, dict) and v.get("type") == "versions"]
+        version_id = versions[0].get("id") if versions else None
+        return item_id, str(version_id) if version_id else None
 
     def create_version(self, project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
         body = jsonapi(
@@ -329,6 +348,18 @@ class ApsClient:
             "POST", self._signed_path(obj), json={"uploadKey": upload_key}
         ).json()
         return result
+
+    def stored_size(self, obj: StorageObject) -> int | None:
+        """The size of what a completed upload stored under `obj`, or None when nothing was completed there."""
+        path = f"/oss/v2/buckets/{quote(obj.bucket_key)}/objects/{quote(obj.object_key, safe='')}/details"
+        try:
+            data = self.requestor.request("GET", path).json()
+        except NotFoundError:
+            return None
+        size = data.get("size") if isinstance(data, dict) else None
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise MalformedResponseError("object details answered without a size", http_status=200)
+        return size
 
     @staticmethod
     def _signed_path(obj: StorageObject) -> str:

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
+from botocore.config import Config
 
 from relay.aws.s3events import Upload, parse_message
 from relay.aws.s3objects import ObjectInfo, ObjectStore
@@ -341,69 +342,86 @@ class S3ToRfiFlow:
             upload_key = self._vendor("upload", lambda: send(None))
         except VendorError as error:
             raise step_error("upload", error) from error
-        self._vendor("complete", lambda: self.aps.complete_upload(obj, upload_key))
+        self._complete(obj, upload_key, info.size)
         self.records.update(up, step=Step.UPLOADED, bytes=info.size, completed=True, upload_key=upload_key)
         return obj
 
+    def _complete(self, obj: StorageObject, upload_key: str, size: int) -> None:
+        """Complete the upload. A complete that already landed (its answer lost, or a crash before its record)
+        answers 400 the second time, the uploadKey being spent: the object's details then say it is done."""
+        try:
+            self.aps.complete_upload(obj, upload_key)
+        except InvalidRequestError as error:
+            stored = self._vendor("complete", lambda: self.aps.stored_size(obj))
+            if stored != size:
+                raise step_error("complete", error) from error
+            logger.info("the upload was completed before; its object holds every byte", extra={"bytes": size})
+        except VendorError as error:
+            raise step_error("complete", error) from error
+
     def _find(self, target: RfiTarget, project: Project) -> FolderItem | None:
         items = self._vendor("item", lambda: list(self.aps.folder_items(target.project_id, project.folder_id)))
-        return next((i for i in items if i.name == target.file_name), None)
+        return next((i for i in items if i.name == target.dm_name), None)
 
     def _ensure_version(self, attempt: _Attempt, target: RfiTarget, project: Project, obj: StorageObject) -> None:
         """The item (first version), or a new version of the item that already holds this name; never two.
 
-        A lost answer or a 409 lists the folder again: an item whose tip version is this upload's storage
-        object is ours, adopted without a second POST.
+        A lost answer, a 500 that may follow the work, or a 409 lists the folder again: an item whose tip
+        version is this upload's storage object is ours, adopted without a second POST.
         """
         last: VendorError | None = None
-        for _ in range(ITEM_ROUNDS):
+        for round_ in range(1, ITEM_ROUNDS + 1):
             existing = self._find(target, project)
             try:
                 if existing is not None and existing.tip_storage_id == obj.object_id:
-                    item_id, version_id = existing.item_id, existing.tip_version_id or ""
+                    item_id, version_id = existing.item_id, existing.tip_version_id
                 elif existing is not None:
-                    version_id = self.aps.create_version(target.project_id, existing.item_id, target.file_name, obj)
+                    version_id = self.aps.create_version(target.project_id, existing.item_id, target.dm_name, obj)
                     item_id = existing.item_id
                 else:
-                    item_id = self.aps.create_item(target.project_id, project.folder_id, target.file_name, obj)
-                    version_id = ""
-                    found = self._find(target, project)
-                    if found is not None and found.item_id == item_id:
-                        version_id = found.tip_version_id or ""
-            except VendorConnectionError as error:
-                if not error.ambiguous:
-                    raise step_error("item", error) from error
-                last = error  # it may have landed: list again before anyone POSTs again
-                continue
+                    item_id, version_id = self.aps.create_item(
+                        target.project_id, project.folder_id, target.dm_name, obj
+                    )
             except InvalidRequestError as error:
                 if error.http_status != 409:
                     raise step_error("item", error) from error
                 last = error  # another upload made the name first: version it
                 continue
             except VendorError as error:
-                raise step_error("item", error) from error
-            attempt.item_id, attempt.version_id = item_id, version_id
-            self.records.update(attempt.upload, item_id=item_id, version_id=version_id)
+                if not error.ambiguous:
+                    raise step_error("item", error) from error
+                last = error  # it may have landed: list again before anyone POSTs again
+                if round_ < ITEM_ROUNDS and not self.aps.pause(error, round_):
+                    break
+                continue
+            attempt.item_id, attempt.version_id = item_id, version_id or ""
+            self.records.update(attempt.upload, item_id=item_id, version_id=attempt.version_id)
             return
         assert last is not None
         raise step_error("item", last) from last
 
     def _ensure_attached(self, attempt: _Attempt, target: RfiTarget, project: Project) -> None:
-        """Attach the item's lineage to the RFI, unless the RFI holds it already (a lost answer, a re-upload)."""
+        """Attach the item's lineage to the RFI, unless the RFI holds it already (a lost answer, a re-upload).
+
+        After an ambiguous failure the RFI is listed first. A 500 was an answer: the server is done with the
+        request, so an empty listing means it did nothing and the attach is sent again. A lost answer may
+        still be at work: an empty listing sends the message back to the queue, never a blind second attach.
+        """
         assert attempt.item_id is not None
         adopted = self._adopt(project, target, attempt.item_id)
-        if adopted is None:
+        round_ = 0
+        while adopted is None:
+            round_ += 1
             try:
                 answer = self.aps.attach_to_rfi(project.container_id, target.rfi_id, target.file_name, attempt.item_id)
                 adopted = str(answer["id"])
-            except VendorConnectionError as error:
-                if not error.ambiguous:
-                    raise
-                adopted = self._adopt(project, target, attempt.item_id)  # it may have landed: never attach twice
-                if adopted is None:
-                    raise
             except VendorError as error:
-                raise step_error("attach", error) from error
+                if not error.ambiguous:
+                    raise step_error("attach", error) from error
+                adopted = self._adopt(project, target, attempt.item_id)  # it may have landed: never attach twice
+                answered = not isinstance(error, VendorConnectionError)
+                if adopted is None and not (answered and self.aps.pause(error, round_)):
+                    raise
         attempt.rfi_attachment_id = adopted
         self.records.update(attempt.upload, rfi_attachment_id=adopted)
 
@@ -525,12 +543,15 @@ def build_s3_to_rfi(
 ) -> S3ToRfiFlow:
     """Wire the flow from the environment, once per container; tests pass their own collaborators."""
     settings = settings or Settings.load()
+    settings.require("aps_hub_id")  # a missing hub stops the function at its cold start, not each upload
     if settings.max_receive_count is None:
         logger.warning("RELAY_MAX_RECEIVE_COUNT is not set; failures will reach the DLQ without a failed tag")
     dynamodb = dynamodb_client or boto3.client("dynamodb")
+    # One ranged GET per part in flight: the S3 pool holds them all, or connections are dropped and remade.
+    s3_config = Config(max_pool_connections=max(10, settings.aps_part_concurrency))
     return S3ToRfiFlow(
         settings=settings,
-        objects=objects or ObjectStore(s3_client or boto3.client("s3")),
+        objects=objects or ObjectStore(s3_client or boto3.client("s3", config=s3_config)),
         aps=aps or aps_client(settings, **client_options),
         records=TransferRecords(settings.require("transfers_table"), dynamodb),
         persistence=DynamoDBPersistenceLayer(table_name=settings.require("idempotency_table"), boto3_client=dynamodb),
