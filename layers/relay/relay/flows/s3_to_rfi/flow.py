@@ -397,7 +397,7 @@ class S3ToRfiFlow:
             attempt.item_id, attempt.version_id = item_id, version_id or ""
             self.records.update(attempt.upload, item_id=item_id, version_id=attempt.version_id)
             return
-        assert last is not None
+        assert last is not None  # nosec B101  # for mypy: every round returns, raises or sets last
         raise step_error("item", last) from last
 
     def _ensure_attached(self, attempt: _Attempt, target: RfiTarget, project: Project) -> None:
@@ -407,7 +407,7 @@ class S3ToRfiFlow:
         request, so an empty listing means it did nothing and the attach is sent again. A lost answer may
         still be at work: an empty listing sends the message back to the queue, never a blind second attach.
         """
-        assert attempt.item_id is not None
+        assert attempt.item_id is not None  # nosec B101  # for mypy: _ensure_version set it, or the record had it
         adopted = self._adopt(project, target, attempt.item_id)
         round_ = 0
         while adopted is None:
