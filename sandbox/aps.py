@@ -374,25 +374,24 @@ def complete(req: Request) -> Reply:
     )
 
 
-def object_details(req: Request) -> Reply:
-    """OSS object details: what a completed upload stored (a storage object not yet completed is 404)."""
+def item_versions(req: Request) -> Reply:
+    """An item's versions, newest first, each naming its storage object (one page: the sandbox's are short)."""
     if denied := require_bearer(req):
         return denied
-    bucket, key = req.params["bucket"], req.params["object"]
     with req.store.lock:
-        stored = req.store.objects.get(f"{bucket}/{key}")
-    if stored is None:
-        return error(404, "Object not found.", "NOT_FOUND")
-    return Reply(
-        200,
-        {
-            "bucketKey": bucket,
-            "objectId": f"urn:adsk.objects:os.object:{bucket}/{key}",
-            "objectKey": key,
-            "size": stored.size,
-            "location": f"{req.base_url}/oss/v2/buckets/{bucket}/objects/{quote(key)}",
-        },
-    )
+        item = req.store.items.get(req.params["item"])
+        if item is None or item.project_id != req.params["project"]:
+            return error(404, "Item not found.", "NOT_FOUND")
+        data = [
+            {
+                **version_body(item, number),
+                "relationships": {
+                    "storage": {"data": {"type": "objects", "id": f"urn:adsk.objects:os.object:{key}"}},
+                },
+            }
+            for number, key in reversed(list(enumerate(item.versions, start=1)))
+        ]
+    return Reply(200, {"jsonapi": {"version": "1.0"}, "data": data, "links": {}})
 
 
 def storage_object(req: Request, object_id: Any) -> str | Reply:
@@ -578,9 +577,14 @@ def register(router: Router) -> None:
         ),
         ("GET", SIGNED, "aps.signeds3upload", signed_urls),
         ("POST", SIGNED, "aps.complete", complete),
-        ("GET", r"/oss/v2/buckets/(?P<bucket>[^/]+)/objects/(?P<object>[^/]+)/details", "aps.details", object_details),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items", create_item),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions", create_version),
+        (
+            "GET",
+            r"/data/v1/projects/(?P<project>[^/]+)/items/(?P<item>[^/]+)/versions",
+            "aps.itemVersions",
+            item_versions,
+        ),
         ("POST", RFI, "aps.rfi.attach", attach),
         ("GET", RFI, "aps.rfi.list", list_rfi),
         ("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete", delete_rfi),

@@ -93,9 +93,9 @@ def test_multipart_upload_item_and_rfi_attachment(harness: Harness):
     (folder,) = client.top_folders("b.demo-hub", project)
     obj = client.create_storage(project, folder["id"], "scan.bin")
     client.upload_object(obj, len(data), lambda s, n: io.BytesIO(data[s : s + n]), part_size=1024)
-    assert client.stored_size(obj) == len(data)
     item, version = client.create_item(project, folder["id"], "scan.bin", obj)
     assert version == f"urn:adsk.wipprod:fs.file:vf.{item.rsplit(':', 1)[-1]}?version=1"
+    assert list(client.item_versions(project, item)) == [(version, obj.object_id)]
     attachment = client.attach_to_rfi(container, "RFI-1", "scan.bin", item)
     assert attachment["urn"] == item
     versions = harness.inspect()["aps"]["items"][item]["versions"]
@@ -169,8 +169,10 @@ def test_item_name_conflict_then_new_version(harness: Harness):
     with pytest.raises(InvalidRequestError) as info:
         client.create_item(project, folder["id"], "drawing.pdf", obj)
     assert info.value.http_status == 409
-    client.create_version(project, item, "drawing.pdf", obj)
+    second = client.create_version(project, item, "drawing.pdf", obj)
     assert len(harness.inspect()["aps"]["items"][item]["versions"]) == 2
+    newest, first = client.item_versions(project, item)  # newest first, each with its storage object
+    assert (newest, first[0].endswith("?version=1")) == ((second, obj.object_id), True)
 
 
 # -- the sandbox holds every DM and RFI endpoint to the brief's rules ------------------------------
@@ -200,7 +202,6 @@ def test_an_item_needs_a_completed_upload(harness: Harness):
     client = refreshed_client(harness)
     (folder,) = client.top_folders("b.demo-hub", "b.demo-project")
     obj = client.create_storage("b.demo-project", folder["id"], "never-completed.bin")
-    assert client.stored_size(obj) is None  # object details: 404 until an upload is completed
     with pytest.raises(InvalidRequestError) as info:
         client.create_item("b.demo-project", folder["id"], "never-completed.bin", obj)
     assert info.value.http_status == 400

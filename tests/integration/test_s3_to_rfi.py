@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from devstack.invoke import LambdaContext, PumpReport, pump
-from relay.vendors.aps import ApsClient, StorageObject
+from relay.vendors.aps import ApsClient
 from tests.integration.conftest import Harness, s3_message, sha256
 
 pytestmark = pytest.mark.integration
@@ -333,10 +333,13 @@ def test_a_call_that_did_its_work_then_failed_is_adopted_never_done_twice(rfi: R
     assert len(item["versions"]) == (2 if endpoint == "aps.versions" else 1)
     assert {r["item_id"] for r in rfi.h.records() if r["key"] == key} == {att["urn"]}
     posts = {e: rfi.count(e) - n for e, n in before.items()}
-    assert max(posts.values()) == 1  # each create or attach sent once
+    if endpoint == "aps.versions":  # a new version of the item the RFI already holds: no second attach
+        assert posts == {"aps.items": 0, "aps.versions": 1, "aps.rfi.attach": 0}
+    else:
+        assert posts == {"aps.items": 1, "aps.versions": 0, "aps.rfi.attach": 1}  # each POST sent once
 
 
-def test_a_crash_between_complete_and_its_record_completes_from_the_object_details(rfi: Rfi):
+def test_a_crash_between_complete_and_its_record_makes_the_item_with_no_second_upload(rfi: Rfi):
     from relay.aws.transfers import TransferRecords
 
     class DyingRecords(TransferRecords):
@@ -351,20 +354,33 @@ def test_a_crash_between_complete_and_its_record_completes_from_the_object_detai
     rfi.h.put(key, PHOTO)
     dying = rfi.flow(timeout_s=1.5)
     dying.records = DyingRecords(dying.records.table, dying.records.client)
+    completes = rfi.count("aps.complete")
     with pytest.raises(SimulatedCrash):
         dying.handle_message("m", rfi.message(key))
     record = rfi.h.record_for(key)
-    assert (record["step"], "completed" in record) == ("created", False)  # the sandbox holds the object
-    stored = StorageObject.parse(record["storage_object_id"])
-    assert rfi.client().stored_size(stored) == len(PHOTO)  # the complete landed before the crash
-    counts = {e: rfi.count(e) for e in ("aps.storage", "aps.s3part", "aps.details")}
+    assert (record["step"], "completed" in record) == ("created", False)
+    assert rfi.count("aps.complete") - completes == 1  # it landed before the crash
+    counts = {e: rfi.count(e) for e in ("aps.storage", "aps.s3part")}
     assert resume(rfi, key).status == "attached"
-    assert rfi.count("aps.storage") == counts["aps.storage"]  # no second storage object
-    assert rfi.count("aps.s3part") == counts["aps.s3part"]  # no part sent again
-    assert rfi.count("aps.details") == counts["aps.details"] + 1  # the spent uploadKey checked against details
+    assert {e: rfi.count(e) for e in counts} == counts  # no second storage object, no part sent again
+    assert rfi.count("aps.complete") - completes == 2  # refused as spent; the item POST showed it had landed
     (item,) = rfi.items_named(target, name)
     assert [v["sha256"] for v in item["versions"]] == [sha256(PHOTO)]
     assert len(rfi.attachments(target)) == 1
+    assert "completed" in rfi.h.record_for(key)
+
+
+def test_a_spent_upload_key_never_completed_fails_with_the_complete_s_error(rfi: Rfi):
+    target = rfi.new_rfi()
+    key = rfi.key(target, f"spent-{uuid.uuid4().hex[:6]}.jpg")
+    version = rfi.h.put(key, PHOTO)
+    rfi.h.fault("aps.complete", fail_next=[{"status": 400, "code": "BAD_INPUT", "message": "uploadKey expired"}])
+    (outcome,) = rfi.flow().handle_message("m", rfi.message(key))
+    assert (outcome.status, outcome.error_code) == ("failed", "BAD_INPUT")
+    record = rfi.h.record_for(key)
+    assert record["error_step"] == "complete"
+    assert rfi.h.tags(key, version)["relay-status"] == "failed"
+    assert rfi.attachments(target) == []
 
 
 def test_one_name_under_two_rfis_is_two_items_each_rfi_keeps_its_file(rfi: Rfi):

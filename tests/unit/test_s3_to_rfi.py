@@ -109,9 +109,15 @@ class FakeAps(ApsClient):
         self._after("complete")
         return {"objectId": obj.object_id}
 
-    def stored_size(self, obj: StorageObject) -> int | None:
-        self._op("details")
-        return self.completed.get(obj.object_id)
+    def item_versions(self, project_id: str, item_id: str) -> Any:
+        self._op("versions")
+        item = self.items[item_id]
+        for n, storage in reversed(list(enumerate(item["versions"], start=1))):
+            yield f"{item_id}?version={n}", storage
+
+    def _completed(self, obj: StorageObject) -> None:
+        if obj.object_id not in self.completed:
+            raise e.InvalidRequestError("the storage object was never completed", http_status=400, code="BAD_INPUT")
 
     def folder_items(self, project_id: str, folder_id: str) -> Any:
         self._op("contents")
@@ -121,6 +127,7 @@ class FakeAps(ApsClient):
 
     def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> tuple[str, str | None]:
         self._op("item")
+        self._completed(obj)
         if any(i["name"] == name for i in self.items.values()):
             raise e.InvalidRequestError("exists", http_status=409, code="CONFLICT")
         item_id = f"urn:adsk.wipprod:dm.lineage:{len(self.items) + 1}"
@@ -133,6 +140,7 @@ class FakeAps(ApsClient):
 
     def create_version(self, project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
         self._op("version")
+        self._completed(obj)
         self.items[item_id]["versions"].append(obj.object_id)
         self._after("version")
         return f"{item_id}?version={len(self.items[item_id]['versions'])}"
@@ -313,7 +321,7 @@ def test_a_lost_attach_answer_with_nothing_listed_goes_back_to_the_queue_not_att
     assert len(aps.attachments) == 1
 
 
-def test_a_complete_whose_answer_was_lost_is_known_by_the_object_details(aws, make):
+def test_a_complete_whose_answer_was_lost_is_settled_by_the_item_post(aws, make):
     aps = FakeAps()
     aps.lost_answer.add("complete")
     flow, _ = make(aps)
@@ -323,17 +331,76 @@ def test_a_complete_whose_answer_was_lost_is_known_by_the_object_details(aws, ma
     parts = aps.calls["part"]
     (outcome,) = flow.handle_message("m", body)
     assert outcome.status == "attached"
-    assert (aps.calls["complete"], aps.calls["details"], aps.calls["part"]) == (2, 1, parts)
+    assert (aps.calls["complete"], aps.calls["item"], aps.calls["part"]) == (2, 1, parts)
 
 
-def test_a_spent_upload_key_with_nothing_stored_fails_naming_the_complete_step(aws, make):
+def test_a_spent_upload_key_never_completed_fails_naming_the_complete_step(aws, make):
     aps = FakeAps()
-    aps.faults["complete"] = [e.InvalidRequestError("uploadKey is spent", http_status=400, code="BAD_INPUT")]
+    aps.faults["complete"] = [e.InvalidRequestError("uploadKey expired", http_status=400, code="BAD_INPUT")]
     flow, _ = make(aps)
     (outcome,) = flow.handle_message("m", message(aws, KEY, b"abc"))
     assert (outcome.status, outcome.error_code) == ("failed", "BAD_INPUT")
+    assert "uploadKey expired" in (outcome.message or "")
     (item,) = aws.dynamodb.scan(TableName="TransfersTable")["Items"]
     assert aws.record(item["upload"]["S"])["error_step"] == "complete"
+
+
+@pytest.mark.parametrize("step", ["item", "version"])
+def test_a_lost_item_or_version_answer_with_nothing_listed_goes_back_to_the_queue(aws, make, step):
+    flow, aps = make()
+    if step == "version":
+        flow.handle_message("m", message(aws, KEY, b"v1"))
+    aps.faults[step] = [e.VendorConnectionError("timed out", code="Timeout")]  # nothing landed (yet)
+    body = message(aws, KEY, b"v2")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    assert aps.calls[step] == 1  # never POSTed again in the same invocation
+    (outcome,) = flow.handle_message("m", body)
+    assert outcome.status == "attached"
+    (item,) = aps.items.values()
+    assert len(item["versions"]) == (2 if step == "version" else 1)
+
+
+def test_a_version_made_before_someone_else_s_is_adopted_from_the_item_versions(aws, make):
+    flow, aps = make()
+    flow.handle_message("m", message(aws, KEY, b"v1"))
+    other = StorageObject.parse("urn:adsk.objects:os.object:wip.dm.prod/someone-else")
+
+    real = aps.create_version
+
+    def lands_then_another_version(project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
+        real(project_id, item_id, name, obj)
+        aps.items[item_id]["versions"].append(other.object_id)  # someone versions the item meanwhile
+        raise e.VendorConnectionError("answer lost", code="Timeout")
+
+    aps.create_version = lands_then_another_version  # type: ignore[method-assign]
+    (outcome,) = flow.handle_message("m", message(aws, KEY, b"v2"))
+    assert outcome.status == "attached"
+    (item,) = aps.items.values()
+    # v1, this upload's (adopted though no longer the tip), and the other one: no second version of ours
+    assert item["versions"] == [f"urn:adsk.objects:os.object:wip.dm.prod/obj-{n}" for n in (1, 2)] + [other.object_id]
+
+
+def test_409_every_round_goes_back_to_the_queue_not_failed(aws, make):
+    aps = FakeAps()
+    conflict = e.InvalidRequestError("exists", http_status=409, code="CONFLICT")
+    aps.faults["item"] = [conflict, conflict, conflict]
+    flow, _ = make(aps)
+    body = message(aws, KEY, b"abc")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    (outcome,) = flow.handle_message("m", body)
+    assert outcome.status == "attached"
+
+
+def test_a_500_on_the_attach_past_the_deadline_is_posted_once(aws, make):
+    aps = FakeAps()
+    aps.faults["attach"] = [server_error()] * 5
+    flow, _ = make(aps)
+    aps.requestor.use_deadline(Deadline(lambda: 1000))  # 1 s left: no wait fits beside the margin
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", message(aws, KEY, b"abc"))
+    assert (aps.calls["attach"], len(aps.attachments)) == (1, 0)
 
 
 def test_one_name_under_two_rfis_is_two_items(aws, make):

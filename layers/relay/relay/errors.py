@@ -286,7 +286,7 @@ class ServerError(VendorError):
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message, **fields)
-        # A 500, 502 or 504 may come after the work was done; 503 says the server did not take the request.
+        # A 5xx may come after the work was done (a 500, 502, 504, ...); 503 says the server did not take it.
         self.ambiguous = self.http_status != 503
 
 

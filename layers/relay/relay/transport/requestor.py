@@ -125,7 +125,7 @@ class Requestor:
         """Send with retries; return a Response whose status is in `expect`, or raise a VendorError.
 
         A non-idempotent call (a create) is not repeated after an ambiguous failure (a lost answer, or a
-        500/502/504 that may follow the work): the caller must first find out whether it landed.
+        5xx but 503, which may follow the work): the caller must first find out whether it landed.
         """
         url = self.url(path_or_url)
         if auth:

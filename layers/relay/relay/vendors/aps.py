@@ -14,7 +14,6 @@ from relay.errors import (
     ErrorFields,
     InvalidRequestError,
     MalformedResponseError,
-    NotFoundError,
     PermissionDeniedError,
     VendorError,
 )
@@ -70,6 +69,13 @@ def aps_error_fields(body: object) -> ErrorFields:
     code = body.get("errorCode") or body.get("code") or body.get("title")
     message = body.get("developerMessage") or body.get("message") or body.get("detail") or body.get("reason")
     return (code if isinstance(code, str) else None), (message if isinstance(message, str) else None), None, []
+
+
+def _storage_of(version: dict[str, Any]) -> str | None:
+    """A version's storage object id (`relationships.storage.data.id`), or None."""
+    storage = ((version.get("relationships") or {}).get("storage") or {}).get("data") or {}
+    found = storage.get("id") if isinstance(storage, dict) else None
+    return str(found) if found else None
 
 
 def jsonapi(data: dict[str, Any], included: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -249,19 +255,13 @@ class ApsClient:
 
     def folder_items(self, project_id: str, folder_id: str) -> Iterator[FolderItem]:
         """Every item in a folder, page by page (`page[number]`, `page[limit]`, next page in `links.next.href`)."""
-        url: str | None = f"/data/v1/projects/{quote(project_id)}/folders/{quote(folder_id, safe='')}/contents"
-        params: dict[str, Any] | None = {"page[number]": 0, "page[limit]": 200}
-        for _ in range(MAX_PAGES):
-            if not url:
-                return
-            data = self.requestor.request("GET", url, params=params).json()
-            if not isinstance(data, dict):
-                raise MalformedResponseError("folder contents is not a JSON:API document", http_status=200)
-            tips: dict[str, str | None] = {}
-            for version in data.get("included") or []:
-                if isinstance(version, dict) and version.get("type") == "versions":
-                    storage = ((version.get("relationships") or {}).get("storage") or {}).get("data") or {}
-                    tips[str(version.get("id"))] = storage.get("id") if isinstance(storage, dict) else None
+        url = f"/data/v1/projects/{quote(project_id)}/folders/{quote(folder_id, safe='')}/contents"
+        for data in self._pages(url, {"page[number]": 0, "page[limit]": 200}):
+            tips = {
+                str(v.get("id")): _storage_of(v)
+                for v in data.get("included") or []
+                if isinstance(v, dict) and v.get("type") == "versions"
+            }
             for entry in data.get("data") or []:
                 if not isinstance(entry, dict) or entry.get("type") != "items" or not entry.get("id"):
                     continue
@@ -273,9 +273,6 @@ class ApsClient:
                     str(tip) if tip else None,
                     tips.get(str(tip)) if tip else None,
                 )
-            next_link = ((data.get("links") or {}).get("next") or {}).get("href")
-            url, params = (next_link, None) if isinstance(next_link, str) and next_link else (None, None)
-        raise MalformedResponseError(f"folder contents still had a next page after {MAX_PAGES} pages")
 
     def upload_parts(
         self,
@@ -349,17 +346,27 @@ class ApsClient:
         ).json()
         return result
 
-    def stored_size(self, obj: StorageObject) -> int | None:
-        """The size of what a completed upload stored under `obj`, or None when nothing was completed there."""
-        path = f"/oss/v2/buckets/{quote(obj.bucket_key)}/objects/{quote(obj.object_key, safe='')}/details"
-        try:
-            data = self.requestor.request("GET", path).json()
-        except NotFoundError:
-            return None
-        size = data.get("size") if isinstance(data, dict) else None
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise MalformedResponseError("object details answered without a size", http_status=200)
-        return size
+    def item_versions(self, project_id: str, item_id: str) -> Iterator[tuple[str, str | None]]:
+        """Every version of an item as (version id, storage object id), page by page (`links.next.href`)."""
+        url = f"/data/v1/projects/{quote(project_id)}/items/{quote(item_id, safe='')}/versions"
+        for data in self._pages(url, None):
+            for entry in data.get("data") or []:
+                if isinstance(entry, dict) and entry.get("type") == "versions" and entry.get("id"):
+                    yield str(entry["id"]), _storage_of(entry)
+
+    def _pages(self, url: str, params: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+        """A JSON:API listing's pages, following `links.next.href` (the requestor checks where it points)."""
+        next_url: str | None = url
+        for _ in range(MAX_PAGES):
+            if not next_url:
+                return
+            data = self.requestor.request("GET", next_url, params=params).json()
+            if not isinstance(data, dict):
+                raise MalformedResponseError("a DM listing is not a JSON:API document", http_status=200)
+            yield data
+            link = ((data.get("links") or {}).get("next") or {}).get("href")
+            next_url, params = (link, None) if isinstance(link, str) and link else (None, None)
+        raise MalformedResponseError(f"a DM listing still had a next page after {MAX_PAGES} pages")
 
     @staticmethod
     def _signed_path(obj: StorageObject) -> str:
