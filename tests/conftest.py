@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 # Copies of the brief's shared/api pages, so a clone anywhere can run the contract tests (see its README.md).
 VENDOR_PAGES = ROOT / "tests" / "data" / "vendor-api"
+# Every tier runs under the leak guard: the session fails when a secret the stack holds was written anywhere.
+pytest_plugins = ["tests.leak_guard"]
 
 
 def _template_observability_env() -> None:
