@@ -56,6 +56,7 @@ settings (PUT /__sandbox/config):
   max_upload_bytes (31457280), min_part_bytes (5242880), token_lifetime (3600)
   location_base              base of create's Location (null: the request's Host)
   next_link_base             base of a listing's _links.next.href (null: the request's Host)
+  part_url_base              base of signeds3upload's part URLs, S3's host on APS (null: the request's Host)
   created_date_time          any JSON value that every listed attachment reports; null: the real time
   aps_user                   {"name", "email", "sub"}: who GET /authentication/v2/authorize signs in, no person
   aps_consent                "allow", or "deny": the authorize endpoint redirects with error=access_denied

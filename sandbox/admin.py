@@ -27,6 +27,7 @@ CONFIG: dict[str, Callable[[Any], bool]] = {
     "token_lifetime": _int,
     "location_base": _text_or_none,
     "next_link_base": _text_or_none,
+    "part_url_base": _text_or_none,
     "created_date_time": lambda value: True,  # any JSON value, so a client can meet a wrong one; null switches off
     "aps_user": lambda value: isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
     "aps_consent": lambda value: value in ("allow", "deny"),

@@ -294,8 +294,9 @@ def signed_urls(req: Request) -> Reply:
         elif upload_key not in req.store.uploads:
             return error(400, "Unknown uploadKey.", "BAD_INPUT")
     expires = int(time.time()) + minutes * 60
+    base = req.store.part_url_base or req.base_url
     urls = [
-        f"{req.base_url}/__s3/{upload_key}/{n}?X-Amz-Expires={expires}&X-Amz-Signature={sign(upload_key, n, expires)}"
+        f"{base}/__s3/{upload_key}/{n}?X-Amz-Expires={expires}&X-Amz-Signature={sign(upload_key, n, expires)}"
         for n in range(first, first + parts)
     ]
     url_expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))

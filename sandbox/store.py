@@ -121,6 +121,7 @@ class Store:
             self.min_part_bytes = 5 * 1024 * 1024
             self.location_base: str | None = None  # where create's Location points (default: the request's host)
             self.next_link_base: str | None = None  # where a listing's _links.next.href points (same default)
+            self.part_url_base: str | None = None  # where signed part URLs point, as S3 is another host (same default)
             self.created_date_time: Any = None  # when set, what every listed attachment claims as createdDateTime
             self.token_lifetime = 3600
 

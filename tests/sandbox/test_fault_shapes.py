@@ -274,7 +274,14 @@ def test_bad_fault_entries_are_refused_and_change_nothing(sb: Client, entry: Any
 
 @pytest.mark.parametrize(
     "settings",
-    [{"max_upload_bytes": "big"}, {"max_upload_bytes": 0}, {"token_lifetime": True}, {"location_base": 5}, {"nope": 1}],
+    [
+        {"max_upload_bytes": "big"},
+        {"max_upload_bytes": 0},
+        {"token_lifetime": True},
+        {"location_base": 5},
+        {"part_url_base": 1},
+        {"nope": 1},
+    ],
 )
 def test_bad_config_is_refused(sb: Client, settings: dict[str, Any]):
     response = sb.admin("PUT", "config", settings)
