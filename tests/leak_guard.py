@@ -1,8 +1,7 @@
 """Session-wide leak guard: every secret the stack holds is looked for in everything the suite wrote.
 
 What is watched, across the whole session:
-- every log record, through a handler on the root logger and on each logger that does not propagate
-  (Powertools' service logger does not);
+- every log record of every logger (Powertools' service logger does not propagate to the root);
 - what pytest captured of stdout and stderr (fd level, so subprocesses that inherit them are included),
   its captured log, and each failure's report, for every phase of every test and every collector;
   with `-s`, sys.stdout and sys.stderr are teed instead;
@@ -61,7 +60,8 @@ class Finding:
     where: str  # "stdout of tests/x.py::test_y (call)", "log record (relay)", ...
 
     def __str__(self) -> str:
-        return f"a {self.kind} appears in {self.where}"
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        return f"{article} {self.kind} appears in {self.where}"
 
 
 class LeakDetector:
@@ -196,20 +196,28 @@ class RecordTap(logging.Handler):
         parts.extend(repr(v) for k, v in vars(record).items() if k not in STANDARD_RECORD_FIELDS)
         self.detector.add_text(f"a log record of logger {record.name!r}", "\n".join(parts))
 
-    def attach(self) -> None:
-        """On the root logger and on every logger that does not pass its records up to it."""
-        for logger in [logging.getLogger(), *_loggers()]:
-            if self not in logger.handlers and (logger is logging.getLogger() or not logger.propagate):
-                logger.addHandler(self)
+    def install(self) -> None:
+        """In `Logger.callHandlers`, which every record passes once, whichever logger and whether it propagates.
 
-    def detach(self) -> None:
-        for logger in [logging.getLogger(), *_loggers()]:
-            if self in logger.handlers:
-                logger.removeHandler(self)
+        A handler on the root logger would miss Powertools' service logger (it does not propagate), and a
+        handler added to each logger would miss the records of loggers created after it was added.
+        """
+        original = logging.Logger.callHandlers
+        tap = self
 
+        @functools.wraps(original)
+        def call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
+            tap.handle(record)
+            original(logger, record)
 
-def _loggers() -> list[logging.Logger]:
-    return [lg for lg in list(logging.root.manager.loggerDict.values()) if isinstance(lg, logging.Logger)]
+        self._original: Callable[[logging.Logger, logging.LogRecord], None] | None = original
+        logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign,assignment]
+
+    def uninstall(self) -> None:
+        original: Callable[[logging.Logger, logging.LogRecord], None] | None = getattr(self, "_original", None)
+        if original is not None:
+            logging.Logger.callHandlers = original  # type: ignore[method-assign,assignment]
+            self._original = None
 
 
 class Tee(io.TextIOBase):
@@ -255,7 +263,7 @@ class LeakGuard:
         self._patch_sandbox()
         self._patch_moto()
         self._patch_output()
-        self.tap.attach()
+        self.tap.install()
         if self.config.getoption("capture", "fd") == "no":
             self._streams = (sys.stdout, sys.stderr)
             sys.stdout = Tee(sys.stdout, d, "stdout (not captured)")  # type: ignore[assignment]
@@ -266,7 +274,6 @@ class LeakGuard:
             with contextlib.suppress(OSError):
                 d.add_file(log, log.stat().st_size)
         self.log_dir_at_start = {p.resolve() for p in LOG_DIR.glob("*.log")}
-        self.started = time.time()
 
     def _wrap(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
         original = getattr(owner, name)
@@ -352,10 +359,6 @@ class LeakGuard:
 
     # -- hooks -------------------------------------------------------------------------------------
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.tap.attach()  # loggers created since (a function's module imported late) get the tap too
-
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._report(report, f"{report.nodeid} ({report.when})")
 
@@ -363,8 +366,11 @@ class LeakGuard:
         self._report(report, f"collecting {report.nodeid or 'the session'}")
 
     def _report(self, report: pytest.TestReport | pytest.CollectReport, label: str) -> None:
+        when = getattr(report, "when", None)
         for title, text in report.sections:
-            self.detector.add_text(f"{title.lower()} of {label}", text)
+            # A test's teardown report repeats the sections of its setup and call: read each once.
+            if when is None or title.endswith(f" {when}"):
+                self.detector.add_text(f"{title.lower()} of {label}", text)
         if report.failed or report.outcome == "skipped":
             self.detector.add_text(f"the report of {label}", report.longreprtext)
 
@@ -390,7 +396,9 @@ class LeakGuard:
                 if path.is_file() and not path.is_symlink():
                     d.add_file(path)
         self.stop()
+        checking = time.monotonic()
         findings = d.findings()
+        took = time.monotonic() - checking
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         write: Callable[[str], None] = (
             (lambda line: reporter.write_line(line)) if reporter is not None else (lambda line: print(line))
@@ -401,7 +409,7 @@ class LeakGuard:
             write(
                 f"leak guard: no secret in the output ({len(d.secrets)} secrets, "
                 f"{sum(len(t) for t in d.texts.values())} texts, {len(d.files)} files, "
-                f"{len(d.error_messages)} error messages checked)"
+                f"{len(d.error_messages)} error messages checked in {took:.2f} s)"
             )
             return
         if reporter is not None:
@@ -412,7 +420,7 @@ class LeakGuard:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def stop(self) -> None:
-        self.tap.detach()
+        self.tap.uninstall()
         if self._streams is not None:
             sys.stdout, sys.stderr = self._streams
             self._streams = None

@@ -25,20 +25,20 @@ def shown(findings: list[Finding]) -> str:
     return "\n".join(str(f) for f in findings)
 
 
-def test_a_secret_in_a_log_record_of_a_logger_that_does_not_propagate_is_found():
+def test_a_secret_in_a_log_record_of_a_logger_made_later_that_does_not_propagate_is_found():
     value = planted()
     detector = secrets_in([("access token", value)])
     tap = RecordTap(detector)
-    quiet = logging.getLogger("leak-guard-test.quiet")
-    quiet.propagate = False  # as Powertools' service logger is
-    quiet.setLevel(logging.INFO)
-    tap.attach()
+    tap.install()
     try:
+        quiet = logging.getLogger(f"leak-guard-test.{secrets.token_hex(4)}")  # made after the tap, as a module
+        quiet.propagate = False  # imported mid-session would make it, and not propagating, as Powertools' does
+        quiet.setLevel(logging.INFO)
         quiet.info("calling with %s", "Bearer " + value)
     finally:
-        tap.detach()
+        tap.uninstall()
     findings = detector.findings()
-    assert findings == [Finding("access token", "a log record of logger 'leak-guard-test.quiet'")]
+    assert findings == [Finding("access token", f"a log record of logger {quiet.name!r}")]
     assert value not in shown(findings)
 
 
@@ -47,8 +47,8 @@ def test_a_secret_in_a_records_extra_fields_or_traceback_is_found():
     detector = secrets_in([("refresh token", value)])
     tap = RecordTap(detector)
     logger = logging.getLogger("leak-guard-test.extra")
-    logger.addHandler(tap)
     logger.setLevel(logging.INFO)
+    tap.install()
     try:
         logger.info("rotated", extra={"secret_body": {"refresh_token": value}})
         try:
@@ -56,7 +56,7 @@ def test_a_secret_in_a_records_extra_fields_or_traceback_is_found():
         except RuntimeError:
             logger.exception("rotation failed")
     finally:
-        logger.removeHandler(tap)
+        tap.uninstall()
     assert [f.kind for f in detector.findings()] == ["refresh token"]
     assert len(detector.texts["a log record of logger 'leak-guard-test.extra'"]) == 2
 
