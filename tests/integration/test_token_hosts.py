@@ -286,7 +286,7 @@ def test_the_bearer_token_never_reaches_an_unconfigured_host(world: World, name:
     assert foreign.authorizations() == []
     assert foreign.tokens_seen() == 0
     if row.reaches_foreign:
-        assert foreign.seen, "the rows's URLs were never used: the row proves nothing"
+        assert foreign.seen, "the row's URLs were never used: the row proves nothing"
         assert {s.method for s in foreign.seen} == {"PUT"}
     else:
         assert foreign.connections == 0
