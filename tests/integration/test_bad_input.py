@@ -436,6 +436,8 @@ class VendorCase:
     waits: Callable[[list[float]], bool] = lambda waits: True  # what the recorded retry waits must satisfy
     creates: int = 1  # POSTs the delivery makes for the bad upload
     timeout_s: float = 60.0
+    gave_up: str | None = None  # why the requestor stopped retrying, as the record's message says
+    data: bytes = PHOTO
 
 
 def _http_date(seconds_from_now: float) -> str:
@@ -500,6 +502,7 @@ VENDOR = {
         "retrying",
         "RateLimitExceeded",
         waits=lambda w: w == [],
+        gave_up="retry-after 86400s is over the 60s cap",
     ),
     "upload-429-retry-after-past-the-deadline": VendorCase(
         "itwin.issues.upload",
@@ -508,13 +511,19 @@ VENDOR = {
         "RateLimitExceeded",
         waits=lambda w: w == [],
         timeout_s=20.0,
+        gave_up="would outlive the invocation",
     ),
     "create-answer-truncated": VendorCase("itwin.issues.create", [{"short_by": 64}], "attached", None),
     "upload-answer-truncated": VendorCase(
         "itwin.issues.upload", [{"short_by": 64}], "attached", None, waits=lambda w: len(w) == 1
     ),
     "upload-reset-mid-body": VendorCase(
-        "itwin.issues.upload", [{"drop_after_bytes": 2048}], "attached", None, waits=lambda w: len(w) == 1
+        "itwin.issues.upload",
+        [{"drop_after_bytes": 64 * 1024}],  # of 4 MiB: the relay is still sending when the connection resets
+        "attached",
+        None,
+        waits=lambda w: len(w) == 1,
+        data=b"4 MiB of photo " * (4 * 1024 * 1024 // 15),
     ),
     "token-answer-truncated": VendorCase("itwin.token", [{"short_by": 64}], "attached", None),
 }
@@ -524,7 +533,7 @@ VENDOR = {
 def test_a_bad_vendor_answer_ends_visibly_and_the_batch_goes_on(harness: Harness, case: VendorCase):
     issue = harness.new_parent()
     key = f"issues/{issue}/vendor.jpg"
-    version = harness.put(key, PHOTO)
+    version = harness.put(key, case.data)
     sibling = Sibling.make(harness)
     host = harness.sandbox.split("://", 1)[1]
     answers = [
@@ -553,11 +562,13 @@ def test_a_bad_vendor_answer_ends_visibly_and_the_batch_goes_on(harness: Harness
     record = harness.record_for(key)
     assert (record["status"], record.get("error_code")) == (case.status, case.code), record
     assert case.waits(waits), waits
+    if case.gave_up:
+        assert case.gave_up in record["error_message"], record["error_message"]
     assert after.get("itwin.issues.create", 0) - before.get("itwin.issues.create", 0) == case.creates
     if case.status == "attached":
         assert failed == []
         (att,) = harness.attachments(issue)
-        assert att["sha256"] == sha256(PHOTO)
+        assert att["sha256"] == sha256(case.data)
         assert harness.tags(key, version) == {"relay-status": "attached", "relay-attachment-id": att["id"]}
         return
     if case.status == "retrying":
@@ -567,7 +578,7 @@ def test_a_bad_vendor_answer_ends_visibly_and_the_batch_goes_on(harness: Harness
         (outcome,) = harness.flow(sleep=waits.append).handle_message("m-0", bodies[0], 2)
         assert outcome.status == "attached"
         (att,) = harness.attachments(issue)
-        assert att["sha256"] == sha256(PHOTO)
+        assert att["sha256"] == sha256(case.data)
         return
     assert failed == []
     assert harness.tags(key, version) == {"relay-status": case.status, "relay-error": case.code}

@@ -244,3 +244,51 @@ def test_rfi_attach_contract_from_page_002(harness: Harness):
     ):
         assert requests.post(url, json=bad, headers=headers, timeout=10).status_code == 400
     assert requests.post(url, json={"name": "a", "urn": item, "urnType": "dm"}, timeout=10).status_code == 401
+
+
+# -- fault modes the bad-input table needs (issue 11) ------------------------------------------------------------------
+
+
+def test_short_by_cuts_the_endpoints_own_answer_short_of_its_content_length(harness: Harness, token: str):
+    import http.client
+    from urllib.parse import urlsplit
+
+    issue = harness.new_parent()
+    harness.fault("itwin.issues.create", fail_next=[{"short_by": 64}])
+    parts = urlsplit(harness.sandbox)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        body = json.dumps({"fileName": "cut.jpg"})
+        connection.request(
+            "POST", f"/issues/{issue}/attachments", body, {**auth(token), "Content-Type": "application/json"}
+        )
+        answer = connection.getresponse()
+        assert (answer.status, answer.getheader("Content-Length")) == (201, "64")
+        assert answer.getheader("Location")  # the headers are whole ...
+        with pytest.raises(http.client.IncompleteRead):
+            answer.read()  # ... the body ends short, and the connection closes
+    finally:
+        connection.close()
+    (made,) = harness.attachments(issue)  # the create itself was done
+    assert made["fileName"] == "cut.jpg"
+
+
+def test_a_short_raw_reply_sends_its_body_and_announces_more(harness: Harness, token: str):
+    harness.fault("itwin.issues.list", fail_next=[{"status": 200, "body": {"attachments": []}, "short_by": 5}])
+    response = requests.get(f"{harness.sandbox}/issues/x/attachments", headers=auth(token), timeout=10, stream=True)
+    assert int(response.headers["Content-Length"]) == len(b'{"attachments": []}') + 5
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _ = response.content
+
+
+def test_drop_after_bytes_resets_while_the_put_body_arrives_and_stores_nothing(harness: Harness, token: str):
+    issue = harness.new_parent()
+    location = requests.post(
+        f"{harness.sandbox}/issues/{issue}/attachments", json={"fileName": "reset.bin"}, headers=auth(token), timeout=10
+    ).headers["Location"]
+    harness.fault("itwin.issues.upload", fail_next=[{"drop_after_bytes": 64 * 1024}])
+    with pytest.raises(requests.ConnectionError):
+        requests.put(location, data=b"r" * (4 * 1024 * 1024), headers=auth(token), timeout=10)
+    (att,) = harness.attachments(issue)
+    assert att["size"] is None  # nothing of the cut body was kept
+    assert requests.put(location, data=b"r" * 10, headers=auth(token), timeout=10).status_code in (200, 201)
