@@ -111,7 +111,7 @@ def provision(moto_url: str, sandbox_url: str, stack_name: str = STACK_NAME) -> 
     for logical in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
         _create_queue(stack, resolver, logical, queues[logical].get("Properties", {}), stack_name)
     for logical, res in resolver.resources("AWS::S3::Bucket").items():
-        _create_bucket(stack, resolver, logical, res["Properties"])
+        _create_bucket(stack, resolver, logical, res["Properties"], stack_name)
     for logical in resolver.resources("AWS::Serverless::LayerVersion"):
         resolver.refs[logical] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical}:1"
     for logical, res in resolver.resources("AWS::Serverless::Function").items():
@@ -193,8 +193,9 @@ def _create_queue(stack: LocalStack, resolver: Resolver, logical: str, props: di
     stack.resources[f"{logical}.arn"] = arn
 
 
-def _create_bucket(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any]) -> None:
-    name = resolver.resolve(props["BucketName"])
+def _create_bucket(stack: LocalStack, resolver: Resolver, logical: str, props: dict[str, Any], stack_name: str) -> None:
+    # A bucket without BucketName (the access log bucket) gets a generated one on AWS: here, a fixed one.
+    name = resolver.resolve(props["BucketName"]) if "BucketName" in props else f"{stack_name}-{logical}".lower()
     s3 = stack.client("s3")
     s3.create_bucket(Bucket=name)
     if props.get("VersioningConfiguration"):

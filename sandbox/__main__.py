@@ -44,6 +44,8 @@ fault options (POST /__sandbox/faults; they add to what the endpoint has until D
     {"status": 401, "code": "InvalidToken", "echo_authorization": true}
                              the same, its message ending with the request's Authorization header
     {"drop": true}           reset the connection
+    add "after_work": true   to an error or a drop: the endpoint runs first (the create is made, the upload
+                             completed), then the caller gets the error or the reset instead of its answer
     {"latency_ms": 1500}     this call waits, then is served
     {"status": 201, "headers": {"Location": "http://127.0.0.1:9\\\\@api-host/issues/x"}, "body": ""}
                              a raw answer: this status (default 200), these headers (an object, or

@@ -374,6 +374,26 @@ def complete(req: Request) -> Reply:
     )
 
 
+def item_versions(req: Request) -> Reply:
+    """An item's versions, newest first, each naming its storage object (one page: the sandbox's are short)."""
+    if denied := require_bearer(req):
+        return denied
+    with req.store.lock:
+        item = req.store.items.get(req.params["item"])
+        if item is None or item.project_id != req.params["project"]:
+            return error(404, "Item not found.", "NOT_FOUND")
+        data = [
+            {
+                **version_body(item, number),
+                "relationships": {
+                    "storage": {"data": {"type": "objects", "id": f"urn:adsk.objects:os.object:{key}"}},
+                },
+            }
+            for number, key in reversed(list(enumerate(item.versions, start=1)))
+        ]
+    return Reply(200, {"jsonapi": {"version": "1.0"}, "data": data, "links": {}})
+
+
 def storage_object(req: Request, object_id: Any) -> str | Reply:
     prefix = "urn:adsk.objects:os.object:"
     key = object_id[len(prefix) :] if isinstance(object_id, str) and object_id.startswith(prefix) else None
@@ -559,6 +579,12 @@ def register(router: Router) -> None:
         ("POST", SIGNED, "aps.complete", complete),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/items", "aps.items", create_item),
         ("POST", r"/data/v1/projects/(?P<project>[^/]+)/versions", "aps.versions", create_version),
+        (
+            "GET",
+            r"/data/v1/projects/(?P<project>[^/]+)/items/(?P<item>[^/]+)/versions",
+            "aps.itemVersions",
+            item_versions,
+        ),
         ("POST", RFI, "aps.rfi.attach", attach),
         ("GET", RFI, "aps.rfi.list", list_rfi),
         ("DELETE", RFI + r"/(?P<att>[^/]+)", "aps.rfi.delete", delete_rfi),

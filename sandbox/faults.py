@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SPEC_OPTIONS = frozenset(
@@ -18,7 +18,7 @@ SPEC_OPTIONS = frozenset(
 )
 ENTRY_OPTIONS = frozenset(
     {"status", "code", "message", "details", "retry_after", "drop", "latency_ms", "count"}
-    | {"headers", "body", "echo_authorization", "short_by", "drop_after_bytes"}
+    | {"headers", "body", "echo_authorization", "after_work", "short_by", "drop_after_bytes"}
 )
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # The server frames every answer itself; a fault that changed the framing would break the connection, not the
@@ -40,6 +40,9 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     echo_authorization: bool = False
+    # The handler runs first and its answer is thrown away: the call did its work, and the caller sees only
+    # the error or the reset (a 500 after the create, an answer lost on the way back).
+    after_work: bool = False
     # The answer's Content-Length announces this many bytes more than are sent; then the connection closes.
     short_by: int = 0
     # The connection is reset after this many bytes of the request body were read (a reset mid-upload).
@@ -120,6 +123,16 @@ def parse_entry(entry: Any) -> Fault:
     unknown = set(entry) - ENTRY_OPTIONS
     if unknown:
         raise ValueError(f"unknown fail_next options: {sorted(unknown)}")
+    after_work = entry.get("after_work", False)
+    if not isinstance(after_work, bool):
+        raise ValueError("after_work must be true or false")
+    fault = _parse_entry({k: v for k, v in entry.items() if k != "after_work"})
+    if after_work and fault.kind not in ("drop", "error", "reply"):
+        raise ValueError("after_work needs a status or a drop: it says what the caller sees after the work")
+    return replace(fault, after_work=after_work)
+
+
+def _parse_entry(entry: dict[str, Any]) -> Fault:
     if entry.get("drop"):
         return Fault("drop")
     if "drop_after_bytes" in entry:

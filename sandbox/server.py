@@ -98,11 +98,14 @@ class RequestHandler(BaseHTTPRequestHandler):
             injected = self.inject(endpoint, found, request)
             if injected is not None:
                 return injected
+        return self.run_handler(found, request)
+
+    def run_handler(self, found: Match, request: Request) -> Reply:
         try:
             return found.route.handler(request)
         except BodyTooLarge:
             failure = Failure(413, "RequestTooLarge", "Body too large.")
-            return Reply(413, found.route.error_body(endpoint, failure))
+            return Reply(413, found.route.error_body(found.endpoint, failure))
 
     def inject(self, endpoint: str, found: Match, request: Request) -> Reply | None:
         """The reply a fault puts in place of the handler's, if any; drops raise Dropped."""
@@ -113,6 +116,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         fault = faults.decide(endpoint)
         if fault is None:
             return None
+        if fault.after_work:
+            self.run_handler(found, request)  # the work is done; what the caller gets is the fault below
         if fault.kind == "drop":
             raise Dropped()
         if fault.kind == "drop_mid_body":
@@ -122,14 +127,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                 if read >= fault.drop_after_bytes:
                     break
             raise Dropped()
-        if fault.kind == "short":
-            try:
-                served = found.route.handler(request)
-            except BodyTooLarge:
-                served = Reply(
-                    413, found.route.error_body(endpoint, Failure(413, "RequestTooLarge", "Body too large."))
-                )
-            return replace(served, short_by=fault.short_by)
+        if fault.kind == "short":  # the endpoint's own answer, cut short on the way back
+            return replace(self.run_handler(found, request), short_by=fault.short_by)
         if fault.kind == "delay":
             time.sleep(fault.latency_ms / 1000.0)
             return None

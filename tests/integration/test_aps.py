@@ -44,7 +44,8 @@ def make_item(harness: Harness, client: ApsClient, data: bytes, name: str) -> tu
     (folder,) = client.top_folders("b.demo-hub", project)
     obj = client.create_storage(project, folder["id"], name)
     client.upload_object(obj, len(data), lambda start, n: io.BytesIO(data[start : start + n]))
-    return client_project, client.create_item(project, folder["id"], name, obj)
+    item_id, _ = client.create_item(project, folder["id"], name, obj)
+    return client_project, item_id
 
 
 def test_reused_refresh_token_is_refused(harness: Harness):
@@ -92,7 +93,9 @@ def test_multipart_upload_item_and_rfi_attachment(harness: Harness):
     (folder,) = client.top_folders("b.demo-hub", project)
     obj = client.create_storage(project, folder["id"], "scan.bin")
     client.upload_object(obj, len(data), lambda s, n: io.BytesIO(data[s : s + n]), part_size=1024)
-    item = client.create_item(project, folder["id"], "scan.bin", obj)
+    item, version = client.create_item(project, folder["id"], "scan.bin", obj)
+    assert version == f"urn:adsk.wipprod:fs.file:vf.{item.rsplit(':', 1)[-1]}?version=1"
+    assert list(client.item_versions(project, item)) == [(version, obj.object_id)]
     attachment = client.attach_to_rfi(container, "RFI-1", "scan.bin", item)
     assert attachment["urn"] == item
     versions = harness.inspect()["aps"]["items"][item]["versions"]
@@ -166,8 +169,10 @@ def test_item_name_conflict_then_new_version(harness: Harness):
     with pytest.raises(InvalidRequestError) as info:
         client.create_item(project, folder["id"], "drawing.pdf", obj)
     assert info.value.http_status == 409
-    client.create_version(project, item, "drawing.pdf", obj)
+    second = client.create_version(project, item, "drawing.pdf", obj)
     assert len(harness.inspect()["aps"]["items"][item]["versions"]) == 2
+    newest, first = client.item_versions(project, item)  # newest first, each with its storage object
+    assert (newest, first[0].endswith("?version=1")) == ((second, obj.object_id), True)
 
 
 # -- the sandbox holds every DM and RFI endpoint to the brief's rules ------------------------------

@@ -305,6 +305,33 @@ def test_transient_errors_are_retried_within_the_invocation(harness: Harness, fa
         assert waits[0] >= 1
 
 
+@pytest.mark.parametrize(
+    ("entry", "creates"),
+    [
+        ({"status": 500, "after_work": True}, 1),  # it landed: found by the listing, never POSTed again
+        ({"status": 502, "after_work": True}, 1),
+        ({"drop": True, "after_work": True}, 1),  # the answer lost on the way back
+        ({"status": 500}, 2),  # it did nothing: the listing finds nothing, so the POST is sent again
+        ({"status": 503}, 2),  # the server did not take it: retried as it is
+    ],
+    ids=["500-after-work", "502-after-work", "reset-after-work", "500-no-work", "503"],
+)
+def test_a_create_failing_after_or_before_its_work_makes_one_attachment(harness: Harness, entry, creates):
+    waits: list[float] = []
+    flow = harness.flow(sleep=waits.append)
+    issue = harness.new_parent()
+    key = f"issues/{issue}/create-fault.jpg"
+    harness.put(key, PHOTO)
+    before = harness.counts().get("itwin.issues.create", 0)
+    harness.fault("itwin.issues.create", fail_next=[entry])
+    (outcome,) = flow.handle_message("m", s3_message(harness.bucket, key, harness.etag(key)))
+    assert outcome.status == "attached"
+    (att,) = harness.attachments(issue)
+    assert att["sha256"] == sha256(PHOTO)
+    assert harness.counts()["itwin.issues.create"] - before == creates
+    assert harness.tags(key)["relay-attachment-id"] == att["id"]
+
+
 def test_persistent_outage_ends_in_the_dlq_visibly_failed_without_orphans(harness: Harness):
     issue = harness.new_parent()
     key = f"issues/{issue}/outage.jpg"

@@ -75,8 +75,9 @@ class Rfi:
         found: dict[str, Any] = self.h.inspect()["aps"]["items"][item_id]
         return found
 
-    def items_named(self, name: str) -> list[dict[str, Any]]:
-        return [i for i in self.h.inspect()["aps"]["items"].values() if i["name"] == name]
+    def items_named(self, rfi: str, name: str) -> list[dict[str, Any]]:
+        """The DM items an upload of `name` under `rfi` makes: named with the RFI id first."""
+        return [i for i in self.h.inspect()["aps"]["items"].values() if i["name"] == f"{rfi} {name}"]
 
     def count(self, endpoint: str) -> int:
         return self.h.counts().get(endpoint, 0)
@@ -150,7 +151,7 @@ def test_a_reupload_of_the_same_name_is_a_new_version_attached_once(rfi: Rfi):
     rfi.h.put(key, b"%PDF v2, revised")
     rfi.deliver()
     (att,) = rfi.attachments(target)
-    (item,) = rfi.items_named(name)
+    (item,) = rfi.items_named(target, name)
     assert [v["sha256"] for v in item["versions"]] == [sha256(b"%PDF v1"), sha256(b"%PDF v2, revised")]
     records = [r for r in rfi.h.records() if r["key"] == key]
     assert {r["rfi_attachment_id"] for r in records} == {att["id"]}
@@ -170,7 +171,7 @@ def test_the_notification_twice_makes_one_version_and_one_attachment(rfi: Rfi):
     sqs.send_message(QueueUrl=rfi.h.stack.resources["RfiUploadQueue"], MessageBody=rfi.message(key))
     rfi.deliver()
     assert len(rfi.attachments(target)) == 1
-    (item,) = rfi.items_named(name)
+    (item,) = rfi.items_named(target, name)
     assert len(item["versions"]) == 1
 
 
@@ -203,7 +204,7 @@ def test_concurrent_duplicates_make_one_version_and_one_attachment(rfi: Rfi):
     (again,) = containers[1].handle_message("m", body)
     assert again.status == "attached"
     assert len(rfi.attachments(target)) == 1
-    (item,) = rfi.items_named(name)
+    (item,) = rfi.items_named(target, name)
     assert len(item["versions"]) == 1
 
 
@@ -296,8 +297,102 @@ def test_a_crash_after_the_item_attaches_the_recorded_lineage(rfi: Rfi):
     (att,) = rfi.attachments(target)
     assert att["urn"] == item_id
     assert (rfi.count("aps.items"), rfi.count("aps.versions")) == (items, versions)
-    (item,) = rfi.items_named(name)
+    (item,) = rfi.items_named(target, name)
     assert len(item["versions"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "entry"),
+    [
+        ("aps.items", {"status": 500, "after_work": True}),
+        ("aps.versions", {"status": 502, "after_work": True}),
+        ("aps.rfi.attach", {"status": 500, "after_work": True}),
+        ("aps.rfi.attach", {"status": 504, "after_work": True}),
+        ("aps.complete", {"status": 500, "after_work": True}),
+        ("aps.complete", {"drop": True, "after_work": True}),
+    ],
+    ids=["item-500", "version-502", "attach-500", "attach-504", "complete-500", "complete-reset"],
+)
+def test_a_call_that_did_its_work_then_failed_is_adopted_never_done_twice(rfi: Rfi, endpoint, entry):
+    flow = rfi.flow(sleep=lambda seconds: None)
+    target = rfi.new_rfi()
+    name = f"after-{uuid.uuid4().hex[:6]}.jpg"
+    key = rfi.key(target, name)
+    if endpoint == "aps.versions":
+        rfi.h.put(key, b"first version")
+        (first,) = flow.handle_message("m", rfi.message(key))
+        assert first.status == "attached"
+    rfi.h.put(key, PHOTO)
+    before = {e: rfi.count(e) for e in ("aps.items", "aps.versions", "aps.rfi.attach")}
+    rfi.h.fault(endpoint, fail_next=[entry])
+    (outcome,) = flow.handle_message("m", rfi.message(key))
+    assert outcome.status == "attached"
+    (att,) = rfi.attachments(target)
+    (item,) = rfi.items_named(target, name)
+    assert item["versions"][-1]["sha256"] == sha256(PHOTO)
+    assert len(item["versions"]) == (2 if endpoint == "aps.versions" else 1)
+    assert {r["item_id"] for r in rfi.h.records() if r["key"] == key} == {att["urn"]}
+    posts = {e: rfi.count(e) - n for e, n in before.items()}
+    if endpoint == "aps.versions":  # a new version of the item the RFI already holds: no second attach
+        assert posts == {"aps.items": 0, "aps.versions": 1, "aps.rfi.attach": 0}
+    else:
+        assert posts == {"aps.items": 1, "aps.versions": 0, "aps.rfi.attach": 1}  # each POST sent once
+
+
+def test_a_crash_between_complete_and_its_record_makes_the_item_with_no_second_upload(rfi: Rfi):
+    from relay.aws.transfers import TransferRecords
+
+    class DyingRecords(TransferRecords):
+        def update(self, upload: Any, **fields: Any) -> None:
+            if fields.get("completed"):
+                raise SimulatedCrash("killed after complete, before its record")
+            super().update(upload, **fields)
+
+    target = rfi.new_rfi()
+    name = f"completed-{uuid.uuid4().hex[:6]}.jpg"
+    key = rfi.key(target, name)
+    rfi.h.put(key, PHOTO)
+    dying = rfi.flow(timeout_s=1.5)
+    dying.records = DyingRecords(dying.records.table, dying.records.client)
+    completes = rfi.count("aps.complete")
+    with pytest.raises(SimulatedCrash):
+        dying.handle_message("m", rfi.message(key))
+    record = rfi.h.record_for(key)
+    assert (record["step"], "completed" in record) == ("created", False)
+    assert rfi.count("aps.complete") - completes == 1  # it landed before the crash
+    counts = {e: rfi.count(e) for e in ("aps.storage", "aps.s3part")}
+    assert resume(rfi, key).status == "attached"
+    assert {e: rfi.count(e) for e in counts} == counts  # no second storage object, no part sent again
+    assert rfi.count("aps.complete") - completes == 2  # refused as spent; the item POST showed it had landed
+    (item,) = rfi.items_named(target, name)
+    assert [v["sha256"] for v in item["versions"]] == [sha256(PHOTO)]
+    assert len(rfi.attachments(target)) == 1
+    assert "completed" in rfi.h.record_for(key)
+
+
+def test_a_spent_upload_key_never_completed_fails_with_the_complete_s_error(rfi: Rfi):
+    target = rfi.new_rfi()
+    key = rfi.key(target, f"spent-{uuid.uuid4().hex[:6]}.jpg")
+    version = rfi.h.put(key, PHOTO)
+    rfi.h.fault("aps.complete", fail_next=[{"status": 400, "code": "BAD_INPUT", "message": "uploadKey expired"}])
+    (outcome,) = rfi.flow().handle_message("m", rfi.message(key))
+    assert (outcome.status, outcome.error_code) == ("failed", "BAD_INPUT")
+    record = rfi.h.record_for(key)
+    assert record["error_step"] == "complete"
+    assert rfi.h.tags(key, version)["relay-status"] == "failed"
+    assert rfi.attachments(target) == []
+
+
+def test_one_name_under_two_rfis_is_two_items_each_rfi_keeps_its_file(rfi: Rfi):
+    first, second = rfi.new_rfi(), rfi.new_rfi()
+    name = f"shared-{uuid.uuid4().hex[:6]}.jpg"
+    rfi.h.put(rfi.key(first, name), b"first RFI's photo")
+    rfi.h.put(rfi.key(second, name), b"second RFI's photo")
+    rfi.deliver()
+    for target, data in ((first, b"first RFI's photo"), (second, b"second RFI's photo")):
+        (att,) = rfi.attachments(target)
+        assert att["name"] == name
+        assert [v["sha256"] for v in rfi.item(att["urn"])["versions"]] == [sha256(data)]
 
 
 def test_a_lost_attach_answer_is_adopted_by_urn_never_attached_twice(rfi: Rfi):
@@ -453,7 +548,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after(rfi: Rfi, endpoint, fault
     (outcome,) = flow.handle_message("m", rfi.message(key))
     assert outcome.status == "attached"
     assert len(rfi.attachments(target)) == 1
-    (item,) = rfi.items_named(name)
+    (item,) = rfi.items_named(target, name)
     assert len(item["versions"]) == 1
     assert waits
     if fault.get("retry_after"):
@@ -536,7 +631,8 @@ def test_a_burst_of_100_uploads_with_duplicates_and_faults_makes_exactly_100_att
     atts = rfi.attachments(target)
     assert len(atts) == 100, report
     assert len({a["urn"] for a in atts}) == 100
-    items = {i["name"]: i for i in h.inspect()["aps"]["items"].values() if i["name"] in files}
+    named = {f"{target} {name}": name for name in files}
+    items = {named[i["name"]]: i for i in h.inspect()["aps"]["items"].values() if i["name"] in named}
     assert len(items) == 100
     for name, item in items.items():
         assert [v["sha256"] for v in item["versions"]] == [sha256(files[name])]  # no duplicate versions

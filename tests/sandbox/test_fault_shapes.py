@@ -282,6 +282,33 @@ def test_bad_config_is_refused(sb: Client, settings: dict[str, Any]):
     assert response.json()["error"]["code"] == "BadAdminRequest"
 
 
+def test_after_work_runs_the_endpoint_then_answers_the_error(sb: Client):
+    token, issue = sb.itwin_token(), sb.new_parent()
+    sb.fault("itwin.issues.create", fail_next=[{"status": 500, "after_work": True}])
+    response = create(sb, token, issue)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"]
+    (made,) = sb.inspect()["itwin"]["issues"][issue]  # the create was made all the same
+    assert made["fileName"] == "a.png"
+
+
+def test_after_work_with_a_drop_makes_it_then_resets(sb: Client):
+    token, issue = sb.itwin_token(), sb.new_parent()
+    sb.fault("itwin.issues.create", fail_next=[{"drop": True, "after_work": True}])
+    with pytest.raises(requests.ConnectionError):
+        create(sb, token, issue)
+    assert len(sb.inspect()["itwin"]["issues"][issue]) == 1
+
+
+@pytest.mark.parametrize("entry", [{"latency_ms": 10, "after_work": True}, {"status": 500, "after_work": "yes"}])
+def test_after_work_needs_an_error_or_a_drop(sb: Client, entry: dict[str, Any]):
+    response = sb.http.post(
+        f"{sb.url}/__sandbox/faults", json={"endpoint": "itwin.issues.create", "fail_next": [entry]}, timeout=10
+    )
+    assert response.status_code == 400
+    assert "after_work" in response.text
+
+
 # -- answers cut short and uploads reset mid-body (issue 11's bad-input table) -------------------------------------
 
 

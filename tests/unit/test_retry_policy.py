@@ -153,6 +153,27 @@ def test_create_is_not_repeated_after_an_ambiguous_failure():
     assert sleeps == []
 
 
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_create_answered_with_a_5xx_that_may_follow_the_work_is_not_repeated(status):
+    r, sleeps = requestor([FakeResponse(status), FakeResponse(201)])
+    with pytest.raises(e.ServerError) as info:
+        r.request("POST", "/x", idempotent=False)
+    assert info.value.ambiguous
+    assert sleeps == []
+
+
+def test_a_create_answered_503_is_retried_the_server_did_not_take_it():
+    r, sleeps = requestor([FakeResponse(503), FakeResponse(201)])
+    assert r.request("POST", "/x", idempotent=False).status == 201
+    assert len(sleeps) == 1
+
+
+def test_a_read_answered_500_is_retried():
+    r, sleeps = requestor([FakeResponse(500), FakeResponse(200)])
+    assert r.request("GET", "/x").status == 200
+    assert len(sleeps) == 1
+
+
 def test_create_is_retried_when_it_never_left():
     import requests
 

@@ -30,14 +30,17 @@ class FakeAps(ApsClient):
     """APS as the flow sees it: DM items and RFI attachments in memory, faults scripted per operation."""
 
     def __init__(self, container: str | None = "container-1") -> None:
-        super().__init__(Requestor(BASE, tokens=None))
+        super().__init__(Requestor(BASE, tokens=None, sleep=lambda seconds: None))
         self.container = container
         self.calls: Counter[str] = Counter()
         self.faults: dict[str, list[BaseException | None]] = {}  # None: that call goes through
         self.items: dict[str, dict[str, Any]] = {}  # lineage -> {name, versions: [object ids]}
         self.attachments: list[dict[str, Any]] = []
         self.parts: dict[str, set[int]] = {}
+        self.completed: dict[str, int] = {}  # storage object id -> the size its completed upload stored
+        self.sizes: dict[str, int] = {}  # storage object id -> the size its parts add up to
         self.lost_answer: set[str] = set()  # operations that land, then lose their answer
+        self.after_work: dict[str, BaseException] = {}  # operations that land, then answer this error once
         self.deadline: Deadline | None = None
 
     def _op(self, name: str) -> None:
@@ -47,6 +50,13 @@ class FakeAps(ApsClient):
             fault = queued.pop(0)
             if fault is not None:
                 raise fault
+
+    def _after(self, name: str) -> None:
+        if name in self.lost_answer:
+            self.lost_answer.discard(name)
+            raise e.VendorConnectionError("reset", code="ConnectionError")
+        if name in self.after_work:
+            raise self.after_work.pop(name)
 
     def use_deadline(self, deadline: Deadline) -> None:
         self.deadline = deadline
@@ -78,6 +88,7 @@ class FakeAps(ApsClient):
         on_part: Callable[[str, int], None] | None = None,
     ) -> str:
         self._op("upload")
+        self.sizes[obj.object_id] = size
         key = upload_key or f"key-{obj.object_key}"
         for n in range(1, part_count(size, part_size) + 1):
             if n in done:
@@ -92,7 +103,21 @@ class FakeAps(ApsClient):
 
     def complete_upload(self, obj: StorageObject, upload_key: str) -> dict[str, Any]:
         self._op("complete")
+        if obj.object_id in self.completed:
+            raise e.InvalidRequestError("uploadKey is spent", http_status=400, code="BAD_INPUT")
+        self.completed[obj.object_id] = self.sizes.get(obj.object_id, 0)
+        self._after("complete")
         return {"objectId": obj.object_id}
+
+    def item_versions(self, project_id: str, item_id: str) -> Any:
+        self._op("versions")
+        item = self.items[item_id]
+        for n, storage in reversed(list(enumerate(item["versions"], start=1))):
+            yield f"{item_id}?version={n}", storage
+
+    def _completed(self, obj: StorageObject) -> None:
+        if obj.object_id not in self.completed:
+            raise e.InvalidRequestError("the storage object was never completed", http_status=400, code="BAD_INPUT")
 
     def folder_items(self, project_id: str, folder_id: str) -> Any:
         self._op("contents")
@@ -100,8 +125,9 @@ class FakeAps(ApsClient):
             n = len(item["versions"])
             yield FolderItem(item_id, item["name"], f"{item_id}?version={n}", item["versions"][-1])
 
-    def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> str:
+    def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> tuple[str, str | None]:
         self._op("item")
+        self._completed(obj)
         if any(i["name"] == name for i in self.items.values()):
             raise e.InvalidRequestError("exists", http_status=409, code="CONFLICT")
         item_id = f"urn:adsk.wipprod:dm.lineage:{len(self.items) + 1}"
@@ -109,11 +135,14 @@ class FakeAps(ApsClient):
         if "item" in self.lost_answer:
             self.lost_answer.discard("item")
             raise e.VendorConnectionError("reset", code="ConnectionError")
-        return item_id
+        self._after("item")
+        return item_id, f"{item_id}?version=1"
 
     def create_version(self, project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
         self._op("version")
+        self._completed(obj)
         self.items[item_id]["versions"].append(obj.object_id)
+        self._after("version")
         return f"{item_id}?version={len(self.items[item_id]['versions'])}"
 
     def attach_to_rfi(self, container_id: str, rfi_id: str, name: str, item_urn: str) -> dict[str, Any]:
@@ -123,6 +152,7 @@ class FakeAps(ApsClient):
         if "attach" in self.lost_answer:
             self.lost_answer.discard("attach")
             raise e.VendorConnectionError("timed out", code="Timeout")
+        self._after("attach")
         return att
 
     def list_rfi_attachments(self, container_id: str, rfi_id: str) -> Any:
@@ -251,6 +281,138 @@ def test_a_lost_attach_answer_is_adopted_by_urn(aws, make):
     assert len(aps.attachments) == 1
 
 
+def server_error(status: int = 500) -> e.ServerError:
+    return e.ServerError("internal error", http_status=status)
+
+
+@pytest.mark.parametrize("step", ["item", "version", "attach"])
+def test_a_500_after_the_work_is_adopted_never_posted_twice(aws, make, step):
+    flow, aps = make()
+    if step == "version":
+        flow.handle_message("m", message(aws, KEY, b"v1"))
+    aps.after_work[step] = server_error()
+    (outcome,) = flow.handle_message("m", message(aws, KEY, b"v2"))
+    assert outcome.status == "attached"
+    (item,) = aps.items.values()
+    assert len(item["versions"]) == (2 if step == "version" else 1)
+    assert len(aps.attachments) == 1
+    assert aps.calls[step] == 1
+
+
+def test_a_500_that_did_nothing_is_sent_again_after_the_listing_finds_nothing(aws, make):
+    aps = FakeAps()
+    aps.faults["attach"] = [server_error(502)]
+    flow, _ = make(aps)
+    (outcome,) = flow.handle_message("m", message(aws, KEY, b"abc"))
+    assert outcome.status == "attached"
+    assert (aps.calls["attach"], len(aps.attachments)) == (2, 1)
+
+
+def test_a_lost_attach_answer_with_nothing_listed_goes_back_to_the_queue_not_attached_blind(aws, make):
+    aps = FakeAps()
+    aps.faults["attach"] = [e.VendorConnectionError("timed out", code="Timeout")]  # nothing landed (yet)
+    flow, _ = make(aps)
+    body = message(aws, KEY, b"abc")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    assert aps.calls["attach"] == 1
+    (outcome,) = flow.handle_message("m", body)
+    assert outcome.status == "attached"
+    assert len(aps.attachments) == 1
+
+
+def test_a_complete_whose_answer_was_lost_is_settled_by_the_item_post(aws, make):
+    aps = FakeAps()
+    aps.lost_answer.add("complete")
+    flow, _ = make(aps)
+    body = message(aws, KEY, b"0123456789")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    parts = aps.calls["part"]
+    (outcome,) = flow.handle_message("m", body)
+    assert outcome.status == "attached"
+    assert (aps.calls["complete"], aps.calls["item"], aps.calls["part"]) == (2, 1, parts)
+
+
+def test_a_spent_upload_key_never_completed_fails_naming_the_complete_step(aws, make):
+    aps = FakeAps()
+    aps.faults["complete"] = [e.InvalidRequestError("uploadKey expired", http_status=400, code="BAD_INPUT")]
+    flow, _ = make(aps)
+    (outcome,) = flow.handle_message("m", message(aws, KEY, b"abc"))
+    assert (outcome.status, outcome.error_code) == ("failed", "BAD_INPUT")
+    assert "uploadKey expired" in (outcome.message or "")
+    (item,) = aws.dynamodb.scan(TableName="TransfersTable")["Items"]
+    assert aws.record(item["upload"]["S"])["error_step"] == "complete"
+
+
+@pytest.mark.parametrize("step", ["item", "version"])
+def test_a_lost_item_or_version_answer_with_nothing_listed_goes_back_to_the_queue(aws, make, step):
+    flow, aps = make()
+    if step == "version":
+        flow.handle_message("m", message(aws, KEY, b"v1"))
+    aps.faults[step] = [e.VendorConnectionError("timed out", code="Timeout")]  # nothing landed (yet)
+    body = message(aws, KEY, b"v2")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    assert aps.calls[step] == 1  # never POSTed again in the same invocation
+    (outcome,) = flow.handle_message("m", body)
+    assert outcome.status == "attached"
+    (item,) = aps.items.values()
+    assert len(item["versions"]) == (2 if step == "version" else 1)
+
+
+def test_a_version_made_before_someone_else_s_is_adopted_from_the_item_versions(aws, make):
+    flow, aps = make()
+    flow.handle_message("m", message(aws, KEY, b"v1"))
+    other = StorageObject.parse("urn:adsk.objects:os.object:wip.dm.prod/someone-else")
+
+    real = aps.create_version
+
+    def lands_then_another_version(project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
+        real(project_id, item_id, name, obj)
+        aps.items[item_id]["versions"].append(other.object_id)  # someone versions the item meanwhile
+        raise e.VendorConnectionError("answer lost", code="Timeout")
+
+    aps.create_version = lands_then_another_version  # type: ignore[method-assign]
+    (outcome,) = flow.handle_message("m", message(aws, KEY, b"v2"))
+    assert outcome.status == "attached"
+    (item,) = aps.items.values()
+    # v1, this upload's (adopted though no longer the tip), and the other one: no second version of ours
+    assert item["versions"] == [f"urn:adsk.objects:os.object:wip.dm.prod/obj-{n}" for n in (1, 2)] + [other.object_id]
+
+
+def test_409_every_round_goes_back_to_the_queue_not_failed(aws, make):
+    aps = FakeAps()
+    conflict = e.InvalidRequestError("exists", http_status=409, code="CONFLICT")
+    aps.faults["item"] = [conflict, conflict, conflict]
+    flow, _ = make(aps)
+    body = message(aws, KEY, b"abc")
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", body)
+    (outcome,) = flow.handle_message("m", body)
+    assert outcome.status == "attached"
+
+
+def test_a_500_on_the_attach_past_the_deadline_is_posted_once(aws, make):
+    aps = FakeAps()
+    aps.faults["attach"] = [server_error()] * 5
+    flow, _ = make(aps)
+    aps.requestor.use_deadline(Deadline(lambda: 1000))  # 1 s left: no wait fits beside the margin
+    with pytest.raises(RetryLaterError):
+        flow.handle_message("m", message(aws, KEY, b"abc"))
+    assert (aps.calls["attach"], len(aps.attachments)) == (1, 0)
+
+
+def test_one_name_under_two_rfis_is_two_items(aws, make):
+    flow, aps = make()
+    flow.handle_message("m", message(aws, KEY, b"first"))
+    flow.handle_message("m", message(aws, KEY.replace("RFI-1", "RFI-2"), b"second"))
+    assert sorted(i["name"] for i in aps.items.values()) == ["RFI-1 photo.jpg", "RFI-2 photo.jpg"]
+    assert all(len(i["versions"]) == 1 for i in aps.items.values())
+    assert sorted(a["name"] for a in aps.attachments) == ["photo.jpg", "photo.jpg"]
+    assert len({a["urn"] for a in aps.attachments}) == 2
+
+
 def test_a_retry_resumes_from_the_recorded_parts(aws, make):
     aps = FakeAps()
     aps.faults["part"] = [None, e.ServerError("down", http_status=503)]  # part 2 fails for this delivery
@@ -352,7 +514,7 @@ class SignedUploads(ApsClient):
     """signeds3upload and part PUTs scripted; everything else is the real client."""
 
     def __init__(self, refuse: dict[int, int] | None = None) -> None:
-        super().__init__(Requestor(BASE, tokens=None))
+        super().__init__(Requestor(BASE, tokens=None, sleep=lambda seconds: None))
         self.asked: list[tuple[int, int, str | None]] = []
         self.refuse = dict(refuse or {})  # part -> how many PUTs of it answer 403
         self.put: Counter[int] = Counter()
@@ -460,3 +622,10 @@ def test_a_resume_cuts_the_missing_parts_with_the_recorded_part_size(aws, make):
     assert outcome.status == "attached"
     assert sizes == [4, 4]  # the parts already sent were 4 bytes: the rest are cut the same way
     assert aps.parts == {"key-obj-1": {1, 2, 3}}
+
+
+def test_a_missing_hub_stops_the_function_at_its_cold_start():
+    from relay.flows.s3_to_rfi import build_s3_to_rfi
+
+    with pytest.raises(e.ConfigurationError, match="RELAY_APS_HUB_ID"):
+        build_s3_to_rfi(settings(aps_hub_id=""))

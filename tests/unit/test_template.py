@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -64,6 +65,77 @@ def test_event_source_reports_partial_failures_and_caps_concurrency():
 def test_tables_expire_by_ttl():
     for name in ("IdempotencyTable", "TransfersTable"):
         assert R[name]["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
+
+
+def test_the_transfers_table_the_users_record_is_recoverable_to_any_point():
+    assert R["TransfersTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+def _resolver(**parameters: str) -> Any:
+    from devstack.template import Resolver
+
+    pseudo = {"AWS::Region": "us-east-1", "AWS::AccountId": "1", "AWS::StackName": "s", "AWS::Partition": "aws"}
+    defaults = Resolver(T, parameters={}, pseudo=pseudo).param_defaults()
+    resolver = Resolver(T, parameters={**defaults, **parameters}, pseudo=pseudo)
+    resolver.refs["UploadBucket"] = "s-uploads-1"
+    resolver.refs["AccessLogBucket"] = "s-accesslogbucket-abc"
+    resolver.attrs[("AccessLogBucket", "Arn")] = "arn:aws:s3:::s-accesslogbucket-abc"
+    return resolver
+
+
+def test_uploads_are_access_logged_to_a_bucket_the_stack_keeps():
+    resolver = _resolver()
+    logging = resolver.resolve(R["UploadBucket"]["Properties"]["LoggingConfiguration"])
+    assert logging == {"DestinationBucketName": "s-accesslogbucket-abc", "LogFilePrefix": "s/uploads/"}
+    assert "AccessLogBucket" in resolver.resources("AWS::S3::Bucket")
+    # The audit trail outlives the stack, and has no fixed name that a new stack of the same name would collide with.
+    log_bucket = R["AccessLogBucket"]
+    assert log_bucket["DeletionPolicy"] == log_bucket["UpdateReplacePolicy"] == "Retain"
+    assert "BucketName" not in log_bucket["Properties"]
+    assert all(log_bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    # S3 server access logs are delivered only to SSE-S3 buckets.
+    (rule,) = log_bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    (expiry,) = log_bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert expiry["ExpirationInDays"] == {"Ref": "AccessLogRetentionDays"}
+    allow, deny = resolver.resolve(R["AccessLogBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"])
+    assert allow["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert allow["Action"] == "s3:PutObject"
+    assert allow["Resource"] == "arn:aws:s3:::s-accesslogbucket-abc/s/uploads/*"
+    assert allow["Condition"]["ArnLike"]["aws:SourceArn"] == "arn:aws:s3:::s-uploads-1"
+    assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] == "1"
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    assert resolver.resolve(T["Outputs"]["AccessLogBucketName"]["Value"]) == "s-accesslogbucket-abc"
+
+
+def test_a_given_access_log_bucket_receives_the_logs_and_the_stack_creates_none():
+    resolver = _resolver(AccessLogBucketName="central-access-logs")
+    logging = resolver.resolve(R["UploadBucket"]["Properties"]["LoggingConfiguration"])
+    assert logging["DestinationBucketName"] == "central-access-logs"
+    assert "AccessLogBucket" not in resolver.resources("AWS::S3::Bucket")
+    assert "AccessLogBucketPolicy" not in resolver.resources("AWS::S3::BucketPolicy")
+    assert resolver.resolve(T["Outputs"]["AccessLogBucketName"]["Value"]) == "central-access-logs"
+
+
+def test_every_checkov_skip_sits_in_a_resource_and_says_why():
+    from devstack.template import TEMPLATE
+
+    resource, in_resources, skips = None, False, []
+    for line in TEMPLATE.read_text(encoding="utf-8").splitlines():
+        if re.match(r"^[A-Za-z]", line):
+            in_resources = line == "Resources:"
+        elif in_resources and (header := re.match(r"^  ([A-Za-z0-9]+):$", line)):
+            resource = header.group(1)
+        if "checkov:skip" in line:
+            skip = re.fullmatch(r"    # checkov:skip=(CKV2?_AWS_\d+): (\S.{30,})", line)
+            assert skip, f"a checkov skip without a check id or a reason: {line.strip()!r}"
+            assert in_resources, f"{skip.group(1)} is outside Resources"
+            assert resource in R, f"{skip.group(1)} is not beside a resource"
+            skips.append((resource, skip.group(1)))
+    assert len(skips) == len(set(skips)), "a check is skipped twice for one resource"
+    assert ("UploadBucket", "CKV_AWS_18") not in skips, "the upload bucket's access logging is real, never skipped"
+    assert ("TransfersTable", "CKV_AWS_28") not in skips, "the transfers table is the users' record: PITR stays on"
 
 
 @pytest.mark.parametrize("role", list(of_type("AWS::IAM::Role")))

@@ -219,6 +219,9 @@ class VendorError(RelayError):
     """A vendor API answered with an error, or could not be reached."""
 
     code = "VendorError"
+    # True when the request may have done its work although the caller cannot tell (a lost answer, a 500):
+    # repeating a non-idempotent call (a create) could then do it twice. The caller must look first.
+    ambiguous = False
 
     def __init__(
         self,
@@ -284,6 +287,11 @@ class ServerError(VendorError):
     code = "ServerError"
     outcome = Outcome.RETRY
 
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        # A 5xx may come after the work was done (a 500, 502, 504, ...); 503 says the server did not take it.
+        self.ambiguous = self.http_status != 503
+
 
 class MalformedResponseError(VendorError):
     """A success status whose body we cannot read (an HTML page, truncated JSON): a vendor hiccup."""
@@ -316,8 +324,7 @@ class VendorConnectionError(VendorError):
 
     code = "ConnectionError"
     outcome = Outcome.RETRY
-    # True when the request may have reached the server (read timeout, reset mid-exchange):
-    # repeating a non-idempotent call could then do it twice.
+    # The request may have reached the server (read timeout, reset mid-exchange); False when it never left.
     ambiguous = True
 
 

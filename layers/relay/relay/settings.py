@@ -193,4 +193,6 @@ class Settings:
         return str(value)
 
 
-assert {f.name for f in fields(Settings)} == set(TABLE), "Settings and TABLE must name the same fields"
+# Checked at import with `if`, not `assert`: python -O would drop an assert.
+if {f.name for f in fields(Settings)} != set(TABLE):
+    raise RuntimeError("Settings and TABLE must name the same fields")

@@ -124,8 +124,8 @@ class Requestor:
     ) -> Response:
         """Send with retries; return a Response whose status is in `expect`, or raise a VendorError.
 
-        A non-idempotent call (a create) is not repeated after an ambiguous connection failure: the
-        caller must first find out whether it landed.
+        A non-idempotent call (a create) is not repeated after an ambiguous failure (a lost answer, or a
+        5xx but 503, which may follow the work): the caller must first find out whether it landed.
         """
         url = self.url(path_or_url)
         if auth:
@@ -147,14 +147,20 @@ class Requestor:
             except VendorError as error:
                 if not retry or not self.policy.should_retry(error):
                     raise
-                if not idempotent and isinstance(error, VendorConnectionError) and error.ambiguous:
+                if not idempotent and error.ambiguous:
                     raise
-                wait = self.policy.delay(error, attempt)
-                reason = self.policy.give_up_reason(error, attempt, wait, self.deadline.remaining())
-                if reason is not None:
-                    error.gave_up = reason
+                if not self.pause(error, attempt):
                     raise
-                self.sleep(wait)
+
+    def pause(self, error: VendorError, attempt: int) -> bool:
+        """Wait as the policy says before attempt `attempt + 1`; False (with `gave_up` set) when not to retry."""
+        wait = self.policy.delay(error, attempt)
+        reason = self.policy.give_up_reason(error, attempt, wait, self.deadline.remaining())
+        if reason is not None:
+            error.gave_up = reason
+            return False
+        self.sleep(wait)
+        return True
 
     def _send_once(
         self,

@@ -12,7 +12,7 @@ from relay.errors import Outcome, RelayError, VendorError
 
 def full_jitter(delay: float) -> float:
     """AWS 'full jitter': a uniform draw below the exponential delay."""
-    return random.uniform(0, delay)  # noqa: S311 - spreading retries needs no cryptographic randomness
+    return random.uniform(0, delay)  # noqa: S311  # nosec B311  # spreading retries needs no cryptographic randomness
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ def shared_session() -> requests.Session:
     if _session is None:
         session = requests.Session()
         # Retries are RetryPolicy's; redirects are never followed (every request says allow_redirects=False).
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
+        # 16 per host: the RFI flow's part PUTs go up to ApsPartConcurrency (at most 16) at once to one host.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         _session = session

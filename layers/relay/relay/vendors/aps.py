@@ -10,7 +10,13 @@ from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
-from relay.errors import ErrorFields, InvalidRequestError, MalformedResponseError, PermissionDeniedError, VendorError
+from relay.errors import (
+    ErrorFields,
+    InvalidRequestError,
+    MalformedResponseError,
+    PermissionDeniedError,
+    VendorError,
+)
 from relay.transport.requestor import Requestor
 from relay.transport.retry import Deadline
 
@@ -65,6 +71,13 @@ def aps_error_fields(body: object) -> ErrorFields:
     return (code if isinstance(code, str) else None), (message if isinstance(message, str) else None), None, []
 
 
+def _storage_of(version: dict[str, Any]) -> str | None:
+    """A version's storage object id (`relationships.storage.data.id`), or None."""
+    storage = ((version.get("relationships") or {}).get("storage") or {}).get("data") or {}
+    found = storage.get("id") if isinstance(storage, dict) else None
+    return str(found) if found else None
+
+
 def jsonapi(data: dict[str, Any], included: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"jsonapi": {"version": "1.0"}, "data": data}
     if included is not None:
@@ -90,6 +103,10 @@ class ApsClient:
         """Retries, the part PUTs' included, must not outlive the invocation."""
         self.requestor.use_deadline(deadline)
         self.part_uploader.use_deadline(deadline)
+
+    def pause(self, error: VendorError, attempt: int) -> bool:
+        """Back off before a caller's own retry of a create (after it looked and found nothing); False: give up."""
+        return self.requestor.pause(error, attempt)
 
     def rfi_container_id(self, hub_id: str, project_id: str) -> str:
         data = self.requestor.request("GET", f"/project/v1/hubs/{quote(hub_id)}/projects/{quote(project_id)}").json()
@@ -146,7 +163,8 @@ class ApsClient:
         upload_key = self.upload_parts(obj, size, max(part_size, MIN_PART_BYTES), open_range, concurrency=1)
         self.complete_upload(obj, upload_key)
 
-    def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> str:
+    def create_item(self, project_id: str, folder_id: str, name: str, obj: StorageObject) -> tuple[str, str | None]:
+        """Create the item and its first version; return (lineage id, version id or None when not answered)."""
         body = jsonapi(
             {
                 "type": "items",
@@ -174,7 +192,14 @@ class ApsClient:
         data = self.requestor.request(
             "POST", f"/data/v1/projects/{quote(project_id)}/items", json=body, headers=JSONAPI_HEADERS, idempotent=False
         ).json()
-        return str(data["data"]["id"])
+        try:
+            item_id = str(data["data"]["id"])
+        except (KeyError, TypeError):
+            raise MalformedResponseError("the item create answered without data.id", http_status=201) from None
+        # The answer's `included` holds the first version; an answer without it leaves the caller to list.
+        versions = [v for v in data.get("included") or [] if isinstance(v, dict) and v.get("type") == "versions"]
+        version_id = versions[0].get("id") if versions else None
+        return item_id, str(version_id) if version_id else None
 
     def create_version(self, project_id: str, item_id: str, name: str, obj: StorageObject) -> str:
         body = jsonapi(
@@ -230,19 +255,13 @@ class ApsClient:
 
     def folder_items(self, project_id: str, folder_id: str) -> Iterator[FolderItem]:
         """Every item in a folder, page by page (`page[number]`, `page[limit]`, next page in `links.next.href`)."""
-        url: str | None = f"/data/v1/projects/{quote(project_id)}/folders/{quote(folder_id, safe='')}/contents"
-        params: dict[str, Any] | None = {"page[number]": 0, "page[limit]": 200}
-        for _ in range(MAX_PAGES):
-            if not url:
-                return
-            data = self.requestor.request("GET", url, params=params).json()
-            if not isinstance(data, dict):
-                raise MalformedResponseError("folder contents is not a JSON:API document", http_status=200)
-            tips: dict[str, str | None] = {}
-            for version in data.get("included") or []:
-                if isinstance(version, dict) and version.get("type") == "versions":
-                    storage = ((version.get("relationships") or {}).get("storage") or {}).get("data") or {}
-                    tips[str(version.get("id"))] = storage.get("id") if isinstance(storage, dict) else None
+        url = f"/data/v1/projects/{quote(project_id)}/folders/{quote(folder_id, safe='')}/contents"
+        for data in self._pages(url, {"page[number]": 0, "page[limit]": 200}):
+            tips = {
+                str(v.get("id")): _storage_of(v)
+                for v in data.get("included") or []
+                if isinstance(v, dict) and v.get("type") == "versions"
+            }
             for entry in data.get("data") or []:
                 if not isinstance(entry, dict) or entry.get("type") != "items" or not entry.get("id"):
                     continue
@@ -254,9 +273,6 @@ class ApsClient:
                     str(tip) if tip else None,
                     tips.get(str(tip)) if tip else None,
                 )
-            next_link = ((data.get("links") or {}).get("next") or {}).get("href")
-            url, params = (next_link, None) if isinstance(next_link, str) and next_link else (None, None)
-        raise MalformedResponseError(f"folder contents still had a next page after {MAX_PAGES} pages")
 
     def upload_parts(
         self,
@@ -329,6 +345,28 @@ class ApsClient:
             "POST", self._signed_path(obj), json={"uploadKey": upload_key}
         ).json()
         return result
+
+    def item_versions(self, project_id: str, item_id: str) -> Iterator[tuple[str, str | None]]:
+        """Every version of an item as (version id, storage object id), page by page (`links.next.href`)."""
+        url = f"/data/v1/projects/{quote(project_id)}/items/{quote(item_id, safe='')}/versions"
+        for data in self._pages(url, None):
+            for entry in data.get("data") or []:
+                if isinstance(entry, dict) and entry.get("type") == "versions" and entry.get("id"):
+                    yield str(entry["id"]), _storage_of(entry)
+
+    def _pages(self, url: str, params: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+        """A JSON:API listing's pages, following `links.next.href` (the requestor checks where it points)."""
+        next_url: str | None = url
+        for _ in range(MAX_PAGES):
+            if not next_url:
+                return
+            data = self.requestor.request("GET", next_url, params=params).json()
+            if not isinstance(data, dict):
+                raise MalformedResponseError("a DM listing is not a JSON:API document", http_status=200)
+            yield data
+            link = ((data.get("links") or {}).get("next") or {}).get("href")
+            next_url, params = (link, None) if isinstance(link, str) and link else (None, None)
+        raise MalformedResponseError(f"a DM listing still had a next page after {MAX_PAGES} pages")
 
     @staticmethod
     def _signed_path(obj: StorageObject) -> str:

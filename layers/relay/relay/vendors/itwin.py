@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
-from relay.errors import ErrorFields, MalformedResponseError, MissingLocationError, NotFoundError, generic_error_fields
+from relay.errors import (
+    ErrorFields,
+    MalformedResponseError,
+    MissingLocationError,
+    NotFoundError,
+    VendorError,
+    generic_error_fields,
+)
 from relay.transport.requestor import BodyFactory, Requestor, Response
 from relay.transport.retry import Deadline
 
@@ -48,6 +55,10 @@ class ITwinClient:
 
     def use_deadline(self, deadline: Deadline) -> None:
         self._requestor.use_deadline(deadline)
+
+    def pause(self, error: VendorError, attempt: int) -> bool:
+        """Back off before a caller's own retry of a create (after it looked and found nothing); False: give up."""
+        return self._requestor.pause(error, attempt)
 
     def attachment_url(self, kind: Kind, parent_id: str, attachment_id: str) -> str:
         """The documented upload URL (`PUT /{kind}/{id}/attachments/{attachmentId}`), every segment quoted."""

@@ -123,7 +123,7 @@ class ApsTokenRefresher:
             if decision is Decision.STALE_READ:
                 logger.warning("the secret read is older than the last refresh; the next run reads it again")
             return {**answer, "expiresAt": secret.expires_at}
-        assert secret.refresh_token is not None  # decide() answers LOGIN_REQUIRED without one
+        assert secret.refresh_token is not None  # nosec B101  # for mypy: decide() answers LOGIN_REQUIRED without one
         dead = fingerprint(secret.refresh_token)
         try:
             updated = refresh_secret(

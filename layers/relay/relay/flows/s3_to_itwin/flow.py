@@ -32,6 +32,7 @@ from relay.errors import (
     ObjectStoreError,
     Outcome,
     RelayError,
+    ServerError,
     SupersededError,
     UnexpectedStatusError,
     UnresolvedCreateError,
@@ -291,24 +292,9 @@ class S3ToItwinFlow:
                 return self._record_created(up, adopted, record)
         self.records.update(up, step=Step.CREATING)
         try:
-            created = self.itwin.create_attachment(
-                target.kind,
-                target.parent_id,
-                target.file_name,
-                info.metadata.get("caption"),
-                info.metadata.get("binding"),
-            )
-        except VendorConnectionError as error:
-            # The POST may have landed with its answer lost: look for it before anyone POSTs again.
-            adopted = self._adopt(up, target, info) if error.ambiguous else None
-            if adopted is None:
-                if error.ambiguous:
-                    attempt.unresolved_create = (
-                        f"a create's answer was lost ({error.code}) and no file-less {target.file_name!r} "
-                        f"was found under {target.describe()}: if one appears, it is this upload's orphan"
-                    )
-                raise
-            return self._record_created(up, adopted, record)
+            created, was_adopted = self._create(attempt, target, info)
+            if was_adopted:
+                return self._record_created(up, created, record)
         except (MissingLocationError, UnsafeLocationError, UnexpectedStatusError) as error:
             # The metadata may exist while the answer is unusable (no Location, a hostile one, a redirect): find
             # it as a lost answer would be, so that concluding deletes it (never by an id read from the answer).
@@ -335,6 +321,40 @@ class S3ToItwinFlow:
                 raise ClaimConflictError(f"attachment {created.attachment_id} was claimed by another upload")
             created = adopted
         return self._record_created(up, created, record)
+
+    def _create(self, attempt: _Attempt, target: ItwinTarget, info: ObjectInfo) -> tuple[CreatedAttachment, bool]:
+        """POST the metadata; True beside it when it was adopted. After an ambiguous failure, look for it
+        before anyone POSTs again.
+
+        A 500 (or 502, 504) was an answer: the server is done with the request, so when the listing finds
+        nothing the POST is sent again, after the policy's wait. A lost answer may still be at work: with
+        nothing found, the create stays unresolved and the message comes back.
+        """
+        round_ = 0
+        while True:
+            round_ += 1
+            try:
+                created = self.itwin.create_attachment(
+                    target.kind,
+                    target.parent_id,
+                    target.file_name,
+                    info.metadata.get("caption"),
+                    info.metadata.get("binding"),
+                )
+                return created, False
+            except (VendorConnectionError, ServerError) as error:
+                if not error.ambiguous:
+                    raise
+                adopted = self._adopt(attempt.upload, target, info)
+                if adopted is not None:
+                    return adopted, True
+                if isinstance(error, ServerError) and self.itwin.pause(error, round_):
+                    continue
+                attempt.unresolved_create = (
+                    f"a create's answer was lost or failed ({error.code}) and no file-less {target.file_name!r} "
+                    f"was found under {target.describe()}: if one appears, it is this upload's orphan"
+                )
+                raise
 
     def _record_created(self, up: Upload, created: CreatedAttachment, record: TransferRecord) -> CreatedAttachment:
         self.records.update(up, step=Step.CREATED, attachment_id=created.attachment_id, location=created.location)

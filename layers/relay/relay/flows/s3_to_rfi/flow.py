@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
+from botocore.config import Config
 
 from relay.aws.s3events import Upload, parse_message
 from relay.aws.s3objects import ObjectInfo, ObjectStore
@@ -36,10 +37,11 @@ from relay.errors import (
     Outcome,
     PermissionDeniedError,
     RelayError,
+    ServerError,
     StepFailedError,
     SupersededError,
     TooLargeError,
-    VendorConnectionError,
+    UnresolvedCreateError,
     VendorError,
     outcome_of,
 )
@@ -57,7 +59,7 @@ _FINAL_STATUS = {Outcome.REJECTED: Status.REJECTED, Outcome.FAILED: Status.FAILE
 TAG_DM_ITEM = "relay-dm-item"
 # A folder setting that is already a folder id is used as it is; anything else is a top folder's name.
 FOLDER_ID_PREFIX = "urn:adsk.wipprod:fs.folder:"
-# Rounds of list-then-act for the item: a 409 (someone else made the name) or a lost answer lists again.
+# Rounds of list-then-act for the item: a 409 (someone else made the name) or a 500 after the POST lists again.
 ITEM_ROUNDS = 3
 # The record's fields, one per step reached (the shared Step column says how far, coarsely).
 F_STORAGE, F_UPLOAD_KEY, F_PARTS = "storage_object_id", "upload_key", "parts_done"
@@ -86,6 +88,9 @@ class _Attempt:
     version_id: str | None = None
     rfi_attachment_id: str | None = None
     parts: set[int] = field(default_factory=set)
+    # A complete refused as spent (400): an earlier one may have landed. The item step tells: DM refuses an
+    # item or version on an object never completed, and then this error, the complete's, is the one reported.
+    complete_doubt: InvalidRequestError | None = None
 
     def outcome(self, status: Status, error: BaseException | None = None) -> TransferOutcome:
         return TransferOutcome(
@@ -341,69 +346,107 @@ class S3ToRfiFlow:
             upload_key = self._vendor("upload", lambda: send(None))
         except VendorError as error:
             raise step_error("upload", error) from error
-        self._vendor("complete", lambda: self.aps.complete_upload(obj, upload_key))
-        self.records.update(up, step=Step.UPLOADED, bytes=info.size, completed=True, upload_key=upload_key)
+        attempt.complete_doubt = self._complete(obj, upload_key)
+        if attempt.complete_doubt is None:
+            self.records.update(up, step=Step.UPLOADED, bytes=info.size, completed=True, upload_key=upload_key)
         return obj
+
+    def _complete(self, obj: StorageObject, upload_key: str) -> InvalidRequestError | None:
+        """Complete the upload; return the refusal when APS answers 400, for the item step to settle.
+
+        A complete that already landed (its answer lost, or a crash before its record) is refused the second
+        time, its uploadKey spent. Whether it landed is not asked of OSS (object details take an app token,
+        the relay holds a user's): the item POST that follows is refused if it did not.
+        """
+        try:
+            self.aps.complete_upload(obj, upload_key)
+        except InvalidRequestError as error:
+            logger.info("the complete was refused; an earlier one may have landed", extra={"error": str(error)})
+            return error
+        except VendorError as error:
+            raise step_error("complete", error) from error
+        return None
 
     def _find(self, target: RfiTarget, project: Project) -> FolderItem | None:
         items = self._vendor("item", lambda: list(self.aps.folder_items(target.project_id, project.folder_id)))
-        return next((i for i in items if i.name == target.file_name), None)
+        return next((i for i in items if i.name == target.dm_name), None)
+
+    def _ours(self, target: RfiTarget, item: FolderItem, obj: StorageObject) -> str | None:
+        """The id of `item`'s version made from `obj` (this upload's storage object), or None: never two."""
+        if item.tip_storage_id == obj.object_id:
+            return item.tip_version_id or ""
+        versions = self._vendor("item", lambda: list(self.aps.item_versions(target.project_id, item.item_id)))
+        return next((v for v, storage in versions if storage == obj.object_id), None)
 
     def _ensure_version(self, attempt: _Attempt, target: RfiTarget, project: Project, obj: StorageObject) -> None:
         """The item (first version), or a new version of the item that already holds this name; never two.
 
-        A lost answer or a 409 lists the folder again: an item whose tip version is this upload's storage
-        object is ours, adopted without a second POST.
+        Each round lists the folder first: a version made from this upload's storage object is adopted (the
+        tip, or any version, since someone may have versioned the item since). A 409 (someone else made the
+        name) lists again. A 500 after the POST lists again and, finding nothing, POSTs again after the
+        policy's wait; a lost answer, finding nothing, goes back to the queue: it may still land.
         """
-        last: VendorError | None = None
-        for _ in range(ITEM_ROUNDS):
+        for round_ in range(1, ITEM_ROUNDS + 1):
             existing = self._find(target, project)
+            version_id = self._ours(target, existing, obj) if existing is not None else None
+            if existing is not None and version_id is not None:
+                return self._record_version(attempt, existing.item_id, version_id)
             try:
-                if existing is not None and existing.tip_storage_id == obj.object_id:
-                    item_id, version_id = existing.item_id, existing.tip_version_id or ""
-                elif existing is not None:
-                    version_id = self.aps.create_version(target.project_id, existing.item_id, target.file_name, obj)
-                    item_id = existing.item_id
-                else:
-                    item_id = self.aps.create_item(target.project_id, project.folder_id, target.file_name, obj)
-                    version_id = ""
-                    found = self._find(target, project)
-                    if found is not None and found.item_id == item_id:
-                        version_id = found.tip_version_id or ""
-            except VendorConnectionError as error:
+                if existing is not None:
+                    version_id = self.aps.create_version(target.project_id, existing.item_id, target.dm_name, obj)
+                    return self._record_version(attempt, existing.item_id, version_id)
+                item_id, version_id = self.aps.create_item(target.project_id, project.folder_id, target.dm_name, obj)
+                return self._record_version(attempt, item_id, version_id)
+            except InvalidRequestError as error:
+                if error.http_status == 409:
+                    continue  # another upload made the name first: version it
+                if attempt.complete_doubt is not None:  # the object was never completed: the complete's error
+                    raise step_error("complete", attempt.complete_doubt) from error
+                raise step_error("item", error) from error
+            except VendorError as error:
                 if not error.ambiguous:
                     raise step_error("item", error) from error
-                last = error  # it may have landed: list again before anyone POSTs again
-                continue
-            except InvalidRequestError as error:
-                if error.http_status != 409:
-                    raise step_error("item", error) from error
-                last = error  # another upload made the name first: version it
-                continue
-            except VendorError as error:
+                if isinstance(error, ServerError) and round_ < ITEM_ROUNDS and self.aps.pause(error, round_):
+                    continue
+                found = self._find(target, project)  # a lost answer: look once more, then back to the queue
+                version_id = self._ours(target, found, obj) if found is not None else None
+                if found is not None and version_id is not None:
+                    return self._record_version(attempt, found.item_id, version_id)
                 raise step_error("item", error) from error
-            attempt.item_id, attempt.version_id = item_id, version_id
-            self.records.update(attempt.upload, item_id=item_id, version_id=version_id)
-            return
-        assert last is not None
-        raise step_error("item", last) from last
+        raise UnresolvedCreateError(
+            f"step item: {target.dm_name!r} was taken {ITEM_ROUNDS} times by another upload, and no listing "
+            "showed an item to version yet"
+        )
+
+    def _record_version(self, attempt: _Attempt, item_id: str, version_id: str | None) -> None:
+        attempt.item_id, attempt.version_id = item_id, version_id or ""
+        self.records.update(attempt.upload, item_id=item_id, version_id=attempt.version_id)
+        if attempt.complete_doubt is not None and attempt.info is not None:
+            # DM took the object: the earlier complete had landed.
+            self.records.update(attempt.upload, step=Step.UPLOADED, bytes=attempt.info.size, completed=True)
+            attempt.complete_doubt = None
 
     def _ensure_attached(self, attempt: _Attempt, target: RfiTarget, project: Project) -> None:
-        """Attach the item's lineage to the RFI, unless the RFI holds it already (a lost answer, a re-upload)."""
-        assert attempt.item_id is not None
+        """Attach the item's lineage to the RFI, unless the RFI holds it already (a lost answer, a re-upload).
+
+        After an ambiguous failure the RFI is listed first. A 500 was an answer: the server is done with the
+        request, so an empty listing means it did nothing and the attach is sent again. A lost answer may
+        still be at work: an empty listing sends the message back to the queue, never a blind second attach.
+        """
+        assert attempt.item_id is not None  # nosec B101  # for mypy: _ensure_version set it, or the record had it
         adopted = self._adopt(project, target, attempt.item_id)
-        if adopted is None:
+        round_ = 0
+        while adopted is None:
+            round_ += 1
             try:
                 answer = self.aps.attach_to_rfi(project.container_id, target.rfi_id, target.file_name, attempt.item_id)
                 adopted = str(answer["id"])
-            except VendorConnectionError as error:
-                if not error.ambiguous:
-                    raise
-                adopted = self._adopt(project, target, attempt.item_id)  # it may have landed: never attach twice
-                if adopted is None:
-                    raise
             except VendorError as error:
-                raise step_error("attach", error) from error
+                if not error.ambiguous:
+                    raise step_error("attach", error) from error
+                adopted = self._adopt(project, target, attempt.item_id)  # it may have landed: never attach twice
+                if adopted is None and not (isinstance(error, ServerError) and self.aps.pause(error, round_)):
+                    raise
         attempt.rfi_attachment_id = adopted
         self.records.update(attempt.upload, rfi_attachment_id=adopted)
 
@@ -525,12 +568,15 @@ def build_s3_to_rfi(
 ) -> S3ToRfiFlow:
     """Wire the flow from the environment, once per container; tests pass their own collaborators."""
     settings = settings or Settings.load()
+    settings.require("aps_hub_id")  # a missing hub stops the function at its cold start, not each upload
     if settings.max_receive_count is None:
         logger.warning("RELAY_MAX_RECEIVE_COUNT is not set; failures will reach the DLQ without a failed tag")
     dynamodb = dynamodb_client or boto3.client("dynamodb")
+    # One ranged GET per part in flight: the S3 pool holds them all, or connections are dropped and remade.
+    s3_config = Config(max_pool_connections=max(10, settings.aps_part_concurrency))
     return S3ToRfiFlow(
         settings=settings,
-        objects=objects or ObjectStore(s3_client or boto3.client("s3")),
+        objects=objects or ObjectStore(s3_client or boto3.client("s3", config=s3_config)),
         aps=aps or aps_client(settings, **client_options),
         records=TransferRecords(settings.require("transfers_table"), dynamodb),
         persistence=DynamoDBPersistenceLayer(table_name=settings.require("idempotency_table"), boto3_client=dynamodb),

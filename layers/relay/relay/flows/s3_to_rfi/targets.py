@@ -22,6 +22,13 @@ class RfiTarget:
     def describe(self) -> str:
         return f"rfis/{self.project_id}/{self.rfi_id}"
 
+    @property
+    def dm_name(self) -> str:
+        """The Document Management item's name: the RFI id first, so that one name under two RFIs is two
+        items (each RFI's attachment keeps its own file), and a document the relay did not make is versioned
+        only if someone named it exactly so. The RFI attachment itself is named `file_name`."""
+        return f"{self.rfi_id} {self.file_name}"
+
 
 def _check_segment(value: str, what: str, limit: int) -> None:
     problem = segment_problem(value, what, limit)
