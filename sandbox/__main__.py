@@ -51,6 +51,11 @@ fault options (POST /__sandbox/faults; they add to what the endpoint has until D
                              a raw answer: this status (default 200), these headers (an object, or
                              [[name, value], ..] to repeat a name) and body (a string as-is, any other JSON
                              value as JSON); the endpoint itself is not called, so nothing is created
+                             (add "short_by": N to cut it short, as below)
+    {"short_by": 10}         the endpoint's own answer (a create still creates), its Content-Length
+                             announcing 10 bytes more than are sent; then the connection closes
+    {"drop_after_bytes": 16384}
+                             read 16384 bytes of the request body, then reset (a reset mid-upload)
 
 settings (PUT /__sandbox/config):
   max_upload_bytes (31457280), min_part_bytes (5242880), token_lifetime (3600)

@@ -18,7 +18,7 @@ SPEC_OPTIONS = frozenset(
 )
 ENTRY_OPTIONS = frozenset(
     {"status", "code", "message", "details", "retry_after", "drop", "latency_ms", "count"}
-    | {"headers", "body", "echo_authorization", "after_work"}
+    | {"headers", "body", "echo_authorization", "after_work", "short_by", "drop_after_bytes"}
 )
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # The server frames every answer itself; a fault that changed the framing would break the connection, not the
@@ -30,7 +30,7 @@ FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"
 class Fault:
     """What to do instead of serving a call."""
 
-    kind: str  # "rate_limit" | "error" | "drop" | "delay" | "reply"
+    kind: str  # "rate_limit" | "error" | "drop" | "drop_mid_body" | "delay" | "reply" | "short"
     status: int = 0
     retry_after: int | None = None
     code: str | None = None
@@ -43,6 +43,10 @@ class Fault:
     # The handler runs first and its answer is thrown away: the call did its work, and the caller sees only
     # the error or the reset (a 500 after the create, an answer lost on the way back).
     after_work: bool = False
+    # The answer's Content-Length announces this many bytes more than are sent; then the connection closes.
+    short_by: int = 0
+    # The connection is reset after this many bytes of the request body were read (a reset mid-upload).
+    drop_after_bytes: int = 0
 
 
 @dataclass
@@ -86,6 +90,12 @@ def _headers(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
+def _count(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer of at least {least}, not {value!r}")
+    return value
+
+
 def _reply(entry: dict[str, Any]) -> Fault:
     if {"code", "message", "details", "echo_authorization"} & set(entry):
         raise ValueError("a raw reply (headers/body) takes no code, message, details or echo_authorization")
@@ -102,7 +112,8 @@ def _reply(entry: dict[str, Any]) -> Fault:
             headers += (("Content-Type", "application/json"),)
     if body and status in (204, 304):
         raise ValueError(f"a {status} answer has no body")
-    return Fault("reply", status, headers=headers, body=body)
+    short_by = _count(entry["short_by"], "short_by", 1) if "short_by" in entry else 0
+    return Fault("reply", status, headers=headers, body=body, short_by=short_by)
 
 
 def parse_entry(entry: Any) -> Fault:
@@ -124,6 +135,13 @@ def parse_entry(entry: Any) -> Fault:
 def _parse_entry(entry: dict[str, Any]) -> Fault:
     if entry.get("drop"):
         return Fault("drop")
+    if "drop_after_bytes" in entry:
+        if set(entry) - {"drop_after_bytes", "latency_ms"}:
+            raise ValueError("drop_after_bytes takes no other option")
+        return Fault("drop_mid_body", drop_after_bytes=_count(entry["drop_after_bytes"], "drop_after_bytes", 0))
+    if "short_by" in entry and not {"headers", "body", "status"} & set(entry):
+        # The endpoint's own answer, cut short: a create still creates, a PUT still stores.
+        return Fault("short", short_by=_count(entry["short_by"], "short_by", 1))
     if "status" not in entry and entry.get("latency_ms"):
         return Fault("delay", latency_ms=int(entry["latency_ms"]))
     if "headers" in entry or "body" in entry:

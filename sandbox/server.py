@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -119,11 +120,20 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.run_handler(found, request)  # the work is done; what the caller gets is the fault below
         if fault.kind == "drop":
             raise Dropped()
+        if fault.kind == "drop_mid_body":
+            read = 0
+            for chunk in request.chunks():  # the client is sending: take some of the body, then reset
+                read += len(chunk)
+                if read >= fault.drop_after_bytes:
+                    break
+            raise Dropped()
+        if fault.kind == "short":  # the endpoint's own answer, cut short on the way back
+            return replace(self.run_handler(found, request), short_by=fault.short_by)
         if fault.kind == "delay":
             time.sleep(fault.latency_ms / 1000.0)
             return None
         if fault.kind == "reply":
-            return Reply(fault.status, fault.body, fault.headers)
+            return Reply(fault.status, fault.body, fault.headers, short_by=fault.short_by)
         failure = Failure(fault.status, fault.code, echoed(fault, request), fault.details)
         return Reply(fault.status, found.route.error_body(endpoint, failure), retry_headers(fault.retry_after))
 
@@ -137,10 +147,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
         for name, value in reply.headers:
             self.send_header(name, value)
-        self.send_header("Content-Length", str(reply.file.size if reply.file else len(payload)))
+        length = (reply.file.size if reply.file else len(payload)) + reply.short_by
+        self.send_header("Content-Length", str(length))
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        if reply.short_by:
+            self.close_connection = True  # what is sent ends short of Content-Length, then the connection closes
         if reply.file is None:
             self.wfile.write(payload)
             return

@@ -314,3 +314,49 @@ def test_after_work_needs_an_error_or_a_drop(sb: Client, entry: dict[str, Any]):
     )
     assert response.status_code == 400
     assert "after_work" in response.text
+
+
+# -- answers cut short and uploads reset mid-body (issue 11's bad-input table) -------------------------------------
+
+
+def test_short_by_cuts_the_endpoints_own_answer_short_of_its_content_length(sb: Client):
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    token, issue = sb.itwin_token(), sb.new_parent()
+    sb.fault("itwin.issues.create", fail_next=[{"short_by": 64}])
+    parts = urlsplit(sb.url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        headers = {**sb.itwin(token), "Content-Type": "application/json"}
+        connection.request("POST", f"/issues/{issue}/attachments", json.dumps({"fileName": "cut.jpg"}), headers)
+        answer = connection.getresponse()
+        assert (answer.status, answer.getheader("Content-Length")) == (201, "64")
+        assert answer.getheader("Location")  # the headers are whole ...
+        with pytest.raises(http.client.IncompleteRead):
+            answer.read()  # ... the body ends short, and the connection closes
+    finally:
+        connection.close()
+    (made,) = sb.inspect()["itwin"]["issues"][issue]  # the create itself was done
+    assert made["fileName"] == "cut.jpg"
+
+
+def test_a_short_raw_reply_sends_its_body_and_announces_more(sb: Client):
+    token, form = sb.itwin_token(), sb.new_parent("forms")
+    sb.fault("itwin.forms.list", fail_next=[{"status": 200, "body": {"attachments": []}, "short_by": 5}])
+    response = requests.get(f"{sb.url}/forms/{form}/attachments", headers=sb.itwin(token), timeout=10, stream=True)
+    assert int(response.headers["Content-Length"]) == len(b'{"attachments": []}') + 5
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _ = response.content
+
+
+def test_drop_after_bytes_resets_while_the_put_body_arrives_and_stores_nothing(sb: Client):
+    token, issue = sb.itwin_token(), sb.new_parent()
+    location = create(sb, token, issue).headers["Location"]
+    sb.fault("itwin.issues.upload", fail_next=[{"drop_after_bytes": 64 * 1024}])
+    with pytest.raises(requests.ConnectionError):
+        requests.put(location, data=b"r" * (4 * 1024 * 1024), headers=sb.itwin(token), timeout=10)
+    (att,) = sb.inspect()["itwin"]["issues"][issue]
+    assert att["size"] is None  # nothing of the cut body was kept
+    assert requests.put(location, data=b"r" * 10, headers=sb.itwin(token), timeout=10).status_code in (200, 201)

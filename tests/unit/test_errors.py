@@ -95,11 +95,29 @@ def test_missing_or_malformed_body_still_maps(body, fields):
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("3", 3.0), (" 10 ", 10.0), ("0.5", 0.5), ("-1", 0.0), ("Wed, 21 Oct 2015", None), (None, None)],
+    [
+        ("3", 3.0),
+        (" 10 ", 10.0),
+        ("0.5", 0.5),
+        ("-1", 0.0),
+        ("Wed, 21 Oct 2015", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # an HTTP-date in the past: now
+        ("Wed, 21 Oct 2015 07:28:00 -0000", None),  # a date that states no zone names no instant
+        ("nan", None),
+        ("inf", None),
+        ("soon", None),
+        (None, None),
+    ],
 )
 def test_retry_after_parsing(header, expected):
     headers = {"Retry-After": header} if header is not None else {}
     assert e.error_from_response(429, b"", headers).retry_after == expected
+
+
+def test_retry_after_as_an_http_date_is_the_seconds_until_it():
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert e.parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=lambda: now) == 30.0
+    assert e.parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now=lambda: now) == 86400.0
 
 
 def test_status_to_class_covers_every_range():

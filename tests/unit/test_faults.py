@@ -73,6 +73,22 @@ def test_echo_authorization_is_carried_by_error_entries():
     assert (fault.kind, fault.code, fault.echo_authorization) == ("error", "InvalidToken", True)
 
 
+def test_short_and_mid_body_drop_entries():
+    faults = FaultInjector()
+    faults.configure(
+        "x",
+        fail_next=[
+            {"short_by": 10},
+            {"status": 200, "body": "{}", "short_by": 3},
+            {"drop_after_bytes": 4096},
+        ],
+    )
+    short, short_reply, drop = (faults.decide("x") for _ in range(3))
+    assert (short.kind, short.short_by) == ("short", 10)  # type: ignore[union-attr]
+    assert (short_reply.kind, short_reply.body, short_reply.short_by) == ("reply", b"{}", 3)  # type: ignore[union-attr]
+    assert (drop.kind, drop.drop_after_bytes) == ("drop_mid_body", 4096)  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("entry", "complaint"),
     [
@@ -82,6 +98,10 @@ def test_echo_authorization_is_carried_by_error_entries():
         ({"status": 200, "body": "x", "echo_authorization": True}, "raw reply"),
         ({"status": 500, "details": "not a list"}, "details"),
         ({"sometimes": True}, "unknown fail_next options"),
+        ({"short_by": 0}, "short_by"),
+        ({"short_by": True}, "short_by"),
+        ({"drop_after_bytes": -1}, "drop_after_bytes"),
+        ({"drop_after_bytes": 10, "status": 500}, "no other option"),
     ],
 )
 def test_bad_entries_are_refused_before_anything_changes(entry, complaint):

@@ -202,3 +202,32 @@ def test_deeply_nested_json_is_a_400_not_a_crash(flow):
 def test_a_base64_body_over_the_limit_is_413_before_the_secret_is_read(flow):
     flow.secrets = Secrets(AssertionError("the secret must not be read"))  # type: ignore[assignment]
     assert flow.handle(event(b"x" * 5000, "sha256=" + "0" * 64, b64=True))["statusCode"] == 413
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        (None, 202),  # no Content-Type stated: the signature governs
+        ("application/json", 202),
+        ("Application/JSON; charset=utf-8", 202),
+        ("application/cloudevents+json", 202),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+    ],
+)
+def test_a_signed_delivery_must_say_it_is_json_when_it_says_anything(flow, sqs, content_type, expected):
+    request = event(ATTACHED)
+    if content_type is not None:
+        request["headers"]["content-type"] = content_type
+    code, body = status(flow.handle(request))
+    assert code == expected
+    if expected == 415:
+        assert body["code"] == "UnsupportedMediaType"
+        assert sqs.delivered == []
+
+
+def test_an_unsigned_delivery_is_401_whatever_its_content_type(flow, sqs):
+    request = event(ATTACHED, signature="sha256=" + "0" * 64)
+    request["headers"]["Content-Type"] = "text/plain"
+    assert status(flow.handle(request))[0] == 401

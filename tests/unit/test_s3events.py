@@ -210,3 +210,31 @@ def test_a_record_without_an_event_name_is_named_and_ignored():
 
 def test_emoji_newer_than_the_runtime_are_allowed():
     assert parse_target("issues/1/\U0001fae8 shaking face.jpg").file_name.endswith("shaking face.jpg")
+
+
+@pytest.mark.parametrize(
+    ("raw_key", "fragment"),
+    [
+        ("issues/1/bad%zz.jpg", "not percent-encoded"),
+        ("issues/1/100%.jpg", "not percent-encoded"),
+        ("issues/1/caf%E9.jpg", "not UTF-8"),
+        ("issues/1/%C3.jpg", "not UTF-8"),
+    ],
+)
+def test_a_key_that_is_not_percent_encoded_utf8_is_malformed_not_guessed(raw_key, fragment):
+    """S3 encodes every key as UTF-8 and every '%' as %25: anything else names no object."""
+    good = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "eTag": "e"}}}
+    bad = {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"}, "object": {"key": raw_key, "eTag": "e"}}}
+    notification = parse_message(json.dumps({"Records": [bad, good]}))
+    assert [u.key for u in notification.uploads] == ["k"]
+    assert notification.malformed[0].startswith("record 0 has a key")
+    assert fragment in notification.malformed[0]
+
+
+def test_an_encoded_percent_is_a_percent():
+    record = {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": "b"}, "object": {"key": "a%2500.jpg", "eTag": "e"}},
+    }
+    (upload,) = parse_message(json.dumps({"Records": [record]})).uploads
+    assert upload.key == "a%00.jpg"

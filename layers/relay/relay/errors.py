@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -350,13 +353,21 @@ def outcome_of(error: BaseException) -> Outcome:
     return error.outcome if isinstance(error, RelayError) else Outcome.RETRY
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a `retry-after` header; HTTP dates and junk count as absent."""
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds from a `retry-after` header: delay-seconds, or an HTTP-date (RFC 9110 10.2.3); junk counts as absent."""
     if value is None:
         return None
     try:
         seconds = float(value.strip())
     except ValueError:
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": no zone is stated, so no instant is named
+            return None
+        seconds = when.timestamp() - now()
+    if not math.isfinite(seconds):
         return None
     return max(seconds, 0.0)
 

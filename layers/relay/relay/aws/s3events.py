@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
@@ -10,6 +11,7 @@ from relay.errors import MalformedMessageError
 
 # Far above any real notification (one record is about 1 KB); bounds the parser's work on junk.
 MAX_BODY_CHARS = 256 * 1024
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,23 @@ def _upload(index: int, record: object) -> Upload | str:
     size = obj.get("size")
     return Upload(
         bucket=bucket,
-        key=unquote_plus(raw_key),
+        key=_decode_key(index, raw_key),
         version_id=version_id,
         etag=etag,
         size=size if isinstance(size, int) and not isinstance(size, bool) else None,
     )
+
+
+def _decode_key(index: int, raw_key: str) -> str:
+    """S3 sends the key percent-encoded UTF-8: anything else names no object, so it is never guessed at."""
+    if _BAD_ESCAPE.search(raw_key):
+        raise MalformedMessageError(
+            f"record {index} has a key that is not percent-encoded ('%' without two hex digits)"
+        )
+    try:
+        return unquote_plus(raw_key, errors="strict")
+    except UnicodeDecodeError:
+        raise MalformedMessageError(f"record {index} has a key whose percent-encoding is not UTF-8") from None
 
 
 def _text(value: object) -> str | None:

@@ -210,7 +210,13 @@ class Requestor:
             ) from None
         if raw.status_code in expect:
             if not stream:
-                _ = raw.content  # read now, as a non-streamed request would, and free the connection
+                try:
+                    _ = raw.content  # read now, as a non-streamed request would, and free the connection
+                except requests.RequestException as exc:
+                    # The answer ended before its Content-Length (or stalled): the call may have been done.
+                    raise VendorConnectionError(
+                        f"{method} {host}: the answer was cut short", code="ConnectionError"
+                    ) from exc
             return Response(raw.status_code, raw.headers, raw)
         content = redact(_capped(raw).decode("utf-8", "replace"), [token or ""])
         raw.close()

@@ -120,6 +120,7 @@ WEBHOOK_PATH = {
             "400": _error_response("Validly signed, but not a JSON delivery"),
             "401": _error_response("The signature is missing, malformed or does not match (one body for every case)"),
             "413": _error_response("The body is over the limit (256 KiB by default)"),
+            "415": _error_response("Validly signed, but its Content-Type is not application/json"),
             "503": _error_response("The delivery could not be recorded or queued; iTwin resends it"),
         },
     }

@@ -80,6 +80,14 @@ def raw_body(event: Mapping[str, Any]) -> bytes:
     return body.encode("utf-8")
 
 
+def declared_media_type(headers: Mapping[str, Any] | None) -> str | None:
+    """The request's Content-Type without parameters, lower-cased; None when it states none."""
+    values = [v for name, v in (headers or {}).items() if name.lower() == "content-type" and isinstance(v, str)]
+    if not values or not values[0].strip():
+        return None
+    return values[0].split(";", 1)[0].strip().lower()
+
+
 class ItwinWebhooksFlow:
     def __init__(
         self,
@@ -119,6 +127,9 @@ class ItwinWebhooksFlow:
             logger.warning("webhook refused: signature check failed", extra={"bytes": len(raw)})
             metrics.add_metric(name="WebhooksRefused", unit="Count", value=1)
             return answer(401, UNAUTHORIZED)
+        media_type = declared_media_type(event.get("headers"))
+        if media_type is not None and media_type != "application/json" and not media_type.endswith("+json"):
+            return answer(415, {"code": "UnsupportedMediaType", "message": "a delivery is application/json"})
         try:
             delivery = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: deeply nested arrays or objects
