@@ -63,7 +63,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--function", nargs="+", help="only these functions (default: every one in template.yaml)")
-    parser.add_argument("--importtime", action="store_true", help="also print each module's -X importtime top 15")
+    parser.add_argument(
+        "--importtime", action="store_true", help="also print what each import adds to the bare one's, by package"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="take functions/ and the layer from this checkout (before/after)"
+    )
     args = parser.parse_args()
     local_env()
     moto_url, sandbox_url, procs = start_servers()
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace, moto_url: str, sandbox_url: str) -> int:
         spec = {
             "mode": mode,
             "function": case.function,
-            "code_dir": str(ROOT / stack.handlers[case.function]["code_uri"]),
+            "code_dir": str(args.root / stack.handlers[case.function]["code_uri"]),
             "handler": stack.handlers[case.function]["handler"],
             "timeout": function_timeout(case.function),
             "events": [case.make(), case.make()],
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace, moto_url: str, sandbox_url: str) -> int:
         spec_path, result_path = workdir / "spec.json", workdir / "result.json"
         spec_path.write_text(json.dumps(spec))
         result_path.unlink(missing_ok=True)
-        env = environment(stack, case.function)
+        env = environment(stack, case.function, args.root)
         done = subprocess.run(
             [sys.executable, *extra, "-P", str(ROOT / "bench" / "cold_child.py"), str(spec_path), str(result_path)],
             cwd=ROOT,
@@ -136,17 +141,18 @@ def run(args: argparse.Namespace, moto_url: str, sandbox_url: str) -> int:
         print(f"round {n + 1}/{args.rounds} done", flush=True)
     if args.importtime:
         for case in chosen:
-            print_importtime(case, child(case, "function", "-X", "importtime")["stderr"])
+            function = child(case, "function", "-X", "importtime")["stderr"]
+            print_importtime(case, function, child(case, "bare", "-X", "importtime")["stderr"])
     return report(chosen, args.rounds)
 
 
-def environment(stack: Any, function: str) -> dict[str, str]:
+def environment(stack: Any, function: str, root: Path = ROOT) -> dict[str, str]:
     """The function's container environment: the bench's quiet Powertools settings, its own variables, and the
     layer on PYTHONPATH (Lambda's /opt/python); the variables only other functions set are left out."""
     others = {k for other in stack.functions if other != function for k in stack.env(other)}
     env = {k: v for k, v in os.environ.items() if k not in others}
     own: dict[str, str] = stack.env(function)
-    return env | own | {"PYTHONPATH": str(ROOT / "layers" / "relay")}
+    return env | own | {"PYTHONPATH": str(root / "layers" / "relay")}
 
 
 def build_cases(stack: Any) -> list[Case]:
@@ -246,15 +252,36 @@ def build_cases(stack: Any) -> list[Case]:
     ]
 
 
-def print_importtime(case: Case, stderr: str) -> None:
-    rows = []
+def self_times(stderr: str) -> dict[str, float]:
+    """Each module's own import time (ms) from -X importtime's lines."""
+    times = {}
     for line in stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
-            _, cumulative, name = line.removeprefix("import time:").split("|")
-            if cumulative.strip().isdigit():
-                rows.append((int(cumulative) / 1000, name.rstrip()))
-    print(f"\n{case.function}: the 15 largest imports (cumulative ms, -X importtime)")
-    for ms, name in sorted(rows, reverse=True)[:15]:
+            own, _, name = line.removeprefix("import time:").split("|")
+            if own.strip().isdigit():
+                times[name.strip()] = int(own) / 1000
+    return times
+
+
+def group(module: str) -> str:
+    """Powertools by utility (aws_lambda_powertools.utilities.batch), everything else by top-level package."""
+    parts = module.split(".")
+    return ".".join(parts[:3] if parts[0] == "aws_lambda_powertools" and len(parts) > 2 else parts[:1])
+
+
+def print_importtime(case: Case, function: str, bare: str) -> None:
+    """What the function's import adds to the bare handler's: the own time of the modules only it imports, by
+    package. `app` is the module's own body, building the flow and its clients; the bare handler builds the same
+    clients outside any import, so they appear on neither side here."""
+    theirs, base = self_times(function), self_times(bare)
+    extra: dict[str, float] = {}
+    for module, ms in theirs.items():
+        if module not in base:
+            extra[group(module)] = extra.get(group(module), 0.0) + ms
+    rows = sorted(extra.items(), key=lambda kv: -kv[1])
+    print(f"\n{case.function}: imported beyond the bare handler, own time by package (-X importtime, ms)")
+    print(f"  {sum(extra.values()):7.1f}  in all, of which:")
+    for name, ms in rows[:12]:
         print(f"  {ms:7.1f}  {name}")
 
 
