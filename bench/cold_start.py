@@ -16,7 +16,9 @@ function's, and the table shows medians.
 
 moto server and the sandbox run as separate processes, started here. Tracing is off, as locally (the bench
 environment sets POWERTOOLS_TRACE_DISABLED, as the other benches do).
-Usage: python bench/cold_start.py [--rounds 7] [--function S3ToItwinFunction ...] [--importtime]
+`--tracing` measures with tracing on, as Lambda runs the template's functions (Tracing: Active): Powertools'
+Tracer then imports the X-Ray SDK and patches botocore and requests, which the bare handler does not need.
+Usage: python bench/cold_start.py [--rounds 7] [--function S3ToItwinFunction ...] [--importtime] [--tracing]
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ def main() -> int:
         "--importtime", action="store_true", help="also print what each import adds to the bare one's, by package"
     )
     parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="tracing on, as on Lambda with Tracing: Active (a trace header, X-Ray's daemon address unanswered)",
+    )
+    parser.add_argument(
         "--root", type=Path, default=ROOT, help="take functions/ and the layer from this checkout (before/after)"
     )
     args = parser.parse_args()
@@ -106,6 +113,8 @@ def run(args: argparse.Namespace, moto_url: str, sandbox_url: str) -> int:
         spec_path.write_text(json.dumps(spec))
         result_path.unlink(missing_ok=True)
         env = environment(stack, case.function, args.root)
+        if args.tracing:
+            env = traced(env, str(args.root / stack.handlers[case.function]["code_uri"]))
         done = subprocess.run(
             [sys.executable, *extra, "-P", str(ROOT / "bench" / "cold_child.py"), str(spec_path), str(result_path)],
             cwd=ROOT,
@@ -143,7 +152,7 @@ def run(args: argparse.Namespace, moto_url: str, sandbox_url: str) -> int:
         for case in chosen:
             function = child(case, "function", "-X", "importtime")["stderr"]
             print_importtime(case, function, child(case, "bare", "-X", "importtime")["stderr"])
-    return report(chosen, args.rounds)
+    return report(chosen, args.rounds, args.tracing)
 
 
 def environment(stack: Any, function: str, root: Path = ROOT) -> dict[str, str]:
@@ -153,6 +162,17 @@ def environment(stack: Any, function: str, root: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in others}
     own: dict[str, str] = stack.env(function)
     return env | own | {"PYTHONPATH": str(root / "layers" / "relay")}
+
+
+def traced(env: dict[str, str], code_dir: str) -> dict[str, str]:
+    """What Lambda sets for a function with active tracing: Powertools then keeps its Tracer on."""
+    env = {k: v for k, v in env.items() if k != "POWERTOOLS_TRACE_DISABLED"}
+    return env | {
+        "LAMBDA_TASK_ROOT": code_dir,
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+    }
 
 
 def build_cases(stack: Any) -> list[Case]:
@@ -290,11 +310,12 @@ def totals(case: Case, mode: str) -> list[float]:
     return [i + f for i, f in zip(case.samples[f"{mode}.import_ms"], case.samples[f"{mode}.first_ms"], strict=True)]
 
 
-def report(cases: list[Case], rounds: int) -> int:
+def report(cases: list[Case], rounds: int, tracing: bool) -> int:
     def med(case: Case, key: str) -> float:
         return statistics.median(case.samples[key])
 
-    print(f"\ncold start, median of {rounds} alternating rounds (ms); target: ratio <= {TARGET}")
+    tracing_is = "on (as on Lambda with Tracing: Active)" if tracing else "off"
+    print(f"\ncold start, tracing {tracing_is}, median of {rounds} alternating rounds (ms); target: ratio <= {TARGET}")
     header = f"{'function':27} {'import':>7} {'first':>7} {'cold':>7} {'warm':>7} {'bare':>7} {'ratio':>6} {'raw':>6}"
     print(header)
     print("-" * len(header))
