@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
@@ -18,6 +19,13 @@ KNOWN_FIELDS = frozenset(
     {"client_id", "client_secret", "token_url", "scope", "access_token", "expires_at", "refresh_token"}
     | {"refresh_token_issued_at"}
 )
+
+
+def default_secrets_provider() -> SecretsProvider:
+    """Powertools' SecretsProvider on a client of boto3's default session, which the function's other clients
+    share. `SecretsProvider()` makes a session of its own, loading botocore's endpoint data a second time:
+    about 100 ms of a cold start."""
+    return SecretsProvider(boto3_client=boto3.client("secretsmanager"))
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class SecretStore:
         self.secret_id = secret_id
         self.default_token_url = default_token_url
         self.default_scope = default_scope
-        self.provider = provider or SecretsProvider()
+        self.provider = provider or default_secrets_provider()
         self.max_age = max_age
 
     def get(self, *, force: bool = False) -> PlatformSecret:

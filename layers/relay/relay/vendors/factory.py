@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -16,8 +16,10 @@ from relay.errors import ConfigurationError, ErrorParser, UnsafeLocationError, g
 from relay.settings import Settings
 from relay.transport.requestor import Requestor, TokenSource
 from relay.transport.retry import RetryPolicy
-from relay.vendors.aps import ApsClient, aps_error_fields
 from relay.vendors.itwin import ITwinClient, itwin_error_fields, itwin_headers
+
+if TYPE_CHECKING:
+    from relay.vendors.aps import ApsClient
 
 
 def policy_from(settings: Settings) -> RetryPolicy:
@@ -131,6 +133,9 @@ def aps_client(
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ApsClient:
+    # Imported here: only the functions that talk to APS load its client (and its thread pool).
+    from relay.vendors.aps import ApsClient, aps_error_fields
+
     store = secret_store(settings, "aps_secret_id", c.DEFAULT_APS_TOKEN_URL, c.DEFAULT_APS_SCOPE, provider)
     return ApsClient(
         requestor(

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from relay.auth.secrets import default_secrets_provider
 from relay.aws.deliveries import Claim, WebhookDeliveries
 from relay.aws.queues import WorkQueue
 from relay.errors import ConfigurationError, ObjectStoreError, RelayError
@@ -40,7 +41,7 @@ class WebhookSecretStore:
         if not secret_id:
             raise ConfigurationError("RELAY_WEBHOOK_SECRET_ID is not set")
         self.secret_id = secret_id
-        self.provider = provider or SecretsProvider()
+        self.provider = provider or default_secrets_provider()
         self.max_age = max_age
 
     def get(self, *, force: bool = False) -> WebhookSecrets:
