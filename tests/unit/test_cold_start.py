@@ -32,6 +32,7 @@ ENV = {
     "RELAY_ALLOWED_TOKEN_HOSTS": NOWHERE,
     "RELAY_ITWIN_SECRET_ID": "itwin",
     "RELAY_APS_SECRET_ID": "aps",
+    "RELAY_APS_HUB_ID": "b.hub",
     "RELAY_IDEMPOTENCY_TABLE": "idempotency",
     "RELAY_TRANSFERS_TABLE": "transfers",
     "RELAY_MAX_RECEIVE_COUNT": "3",
