@@ -86,6 +86,7 @@ class Planned:
     version_id: str = ""
     attachment_id: str = ""  # archives: the iTwin attachment the webhook names
     status: str = "lost"
+    error: str | None = None  # the record's error code, when it is failed or rejected
     problems: list[str] = field(default_factory=list)
 
 
@@ -138,7 +139,12 @@ class SoakResult:
             },
             "429s_then_waited_out": self.calls.honoured,
             "429s_then_called_again_early": self.calls.early,
+            "429s_given_up_then_next_call_early": self.calls.early_after_giving_up,
+            "early_calls_after_429": self.calls.early_gaps[:10],
             "pumps": self.pumps,
+            "not_attached": [f"{u.flow} {u.key}: {u.status} {u.error}" for u in self.uploads if u.status != "attached"][
+                :20
+            ],
             "problems": [f"{u.flow} {u.key or u.name}: {p}" for u in self.uploads for p in u.problems][:20],
             "orphans": self.orphans[:20],
             "wall_s": round(self.wall_s, 1),
@@ -154,7 +160,9 @@ class CallLog:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls = self.throttled = self.server_errors = self.dropped = self.honoured = self.early = 0
-        self.last_429: dict[int, tuple[float, float]] = {}
+        self.early_after_giving_up = 0
+        self.early_gaps: list[tuple[float, float, str]] = []
+        self.last_429: dict[int, tuple[float, float, str | None]] = {}
 
     @contextmanager
     def watching(self) -> Iterator[CallLog]:
@@ -168,29 +176,50 @@ class CallLog:
                 self.calls += 1
                 prior = self.last_429.pop(id(requestor), None)
                 if prior is not None:
-                    at, wait = prior
-                    if time.monotonic() - at >= wait - 0.05:
+                    at, wait, gave_up = prior
+                    gap = time.monotonic() - at
+                    if gap >= wait - 0.05:
                         self.honoured += 1
+                    elif gave_up:
+                        # The requestor gave the call up (the message goes back to the queue); the container's
+                        # next call is for something else: the vendor sees it early all the same.
+                        self.early_after_giving_up += 1
+                        self.early_gaps.append((round(gap, 3), wait, gave_up))
                     else:
                         self.early += 1
+                        self.early_gaps.append((round(gap, 3), wait, f"{args[0]} {args[1]}"))
             try:
                 return real(requestor, *args, **kwargs)
             except VendorError as error:
                 with self.lock:
                     if error.http_status == 429:
                         self.throttled += 1
-                        self.last_429[id(requestor)] = (time.monotonic(), float(error.retry_after or 0))
+                        self.last_429[id(requestor)] = (time.monotonic(), float(error.retry_after or 0), None)
                     elif error.http_status is not None and error.http_status >= 500:
                         self.server_errors += 1
                     elif isinstance(error, VendorConnectionError):
                         self.dropped += 1
                 raise
 
+        real_request = Requestor.request
+
+        def request(requestor: Requestor, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return real_request(requestor, *args, **kwargs)
+            except VendorError as error:
+                with self.lock:
+                    last = self.last_429.get(id(requestor))
+                    if last is not None and error.http_status == 429:
+                        self.last_429[id(requestor)] = (last[0], last[1], error.gave_up or "not retried")
+                raise
+
+        Requestor.request = request  # type: ignore[method-assign,assignment]
         Requestor._send_once = send_once  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
             Requestor._send_once = real  # type: ignore[method-assign]
+            Requestor.request = real_request  # type: ignore[method-assign]
 
 
 @contextmanager
@@ -539,6 +568,7 @@ class Soak:
             return None
         record = records[0]
         up.status = str(record.get("status"))
+        up.error = record.get("error_code")
         if tags.get("relay-status") != up.status:
             up.problems.append(f"record: status {up.status!r}, tag {tags.get('relay-status')!r}")
         if up.status not in ("attached", "failed", "rejected"):
@@ -551,7 +581,7 @@ class Soak:
         mine = [a for a in atts if a["fileName"] == up.name]
         if up.status != "attached":
             if mine:
-                up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status}")
+                up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status} ({up.error})")
             return
         if len(mine) != 1:
             up.problems.append(f"attachments: {len(mine)}")
@@ -577,7 +607,7 @@ class Soak:
         mine = [a for a in atts if items.get(a["urn"], {}).get("name") == up.name]
         if up.status != "attached":
             if mine:
-                up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status}")
+                up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status} ({up.error})")
             return
         if len(mine) != 1:
             up.problems.append(f"attachments: {len(mine)}")
