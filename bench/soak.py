@@ -84,6 +84,7 @@ class Planned:
     crash: bool
     key: str = ""  # the S3 key (S3 flows) or the archive prefix (archives)
     version_id: str = ""
+    etag: str = ""
     attachment_id: str = ""  # archives: the iTwin attachment the webhook names
     status: str = "lost"
     error: str | None = None  # the record's error code, when it is failed or rejected
@@ -372,7 +373,9 @@ class Soak:
     # -- the traffic ---------------------------------------------------------------------------------
 
     def message(self, up: Planned) -> str:
-        obj = {"key": _quote(up.key), "versionId": up.version_id}
+        # What S3 sends again for a duplicate: the same object, eTag and versionId included (the idempotency key
+        # is bucket, key, version and eTag).
+        obj = {"key": _quote(up.key), "size": up.size, "eTag": up.etag, "versionId": up.version_id}
         return json.dumps(
             {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": self.bucket}, "object": obj}}]}
         )
@@ -391,6 +394,7 @@ class Soak:
             metadata = {"caption": up.caption} if up.caption else {}
             put = self.s3.put_object(Bucket=self.bucket, Key=up.key, Body=data, Metadata=metadata)
             up.version_id = put["VersionId"]
+            up.etag = str(put["ETag"]).strip('"')
             sent[function] += 1
             gap = 1 if function == S3_RFI else 10
             for _, earlier in [p for p in pending[function] if sent[function] - p[0] >= gap]:
