@@ -11,7 +11,7 @@ plays the S3 → iTwin event source mapping with the template's MaximumConcurren
 The same run first drains a warm-up burst with no limit: the local stack's own capacity, which must be well above R
 for the ratio to measure the relay's handling of the limit rather than the machine.
 moto server and the sandbox run as processes of their own; the function runs in this one.
-Usage: python bench/burst.py [--uploads 2000] [--rate 1200] [--warmup 200]
+Usage: python bench/burst.py [--uploads 2000] [--rate 600] [--warmup 200]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ TARGET = 1.15
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--uploads", type=int, default=2000)
-    parser.add_argument("--rate", type=int, default=1200, help="R: vendor requests a minute the sandbox allows")
+    parser.add_argument("--rate", type=int, default=600, help="R: vendor requests a minute the sandbox allows")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--log", default=".local/burst-functions.log")
     args = parser.parse_args()
@@ -154,6 +154,7 @@ def run(stack: Any, args: argparse.Namespace, log: Any) -> dict[str, Any]:
         early=calls.early,
         early_after_giving_up=calls.early_after_giving_up,
         early_calls=calls.early_gaps[:10],
+        waited_s=calls.waited_s,
     )
     return {"warmup": warm, "burst": burst, "concurrency": concurrency}
 
@@ -176,6 +177,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> int:
         "429s_then_called_again_early": burst["early"],
         "429s_given_up_then_next_call_early": burst["early_after_giving_up"],
         "early_calls_after_429": burst["early_calls"],
+        "seconds_from_429s_to_the_next_call_per_worker": round(burst["waited_s"] / results["concurrency"], 1),
         "invocations": burst["invocations"],
         "records_returned_to_the_queue": burst["redelivered"],
         "crashed_invocations": burst["crashes"],

@@ -12,7 +12,9 @@ Faults, as shares of the vendor calls (iTwin and APS endpoints, the signed part 
   (a webhook's duplicate is a second signed delivery: concurrent ones from two receivers, later ones under a new
   messageId);
 - crashes for 2%: the runtime dies (a BaseException) in the middle of the transfer, after the vendor's metadata
-  (iTwin) or storage object (APS) was created; the pump brings the batch back after the invocation's timeout.
+  (iTwin) or storage object (APS) was created; the pump brings the batch back after the invocation's timeout
+  (20 s here, instead of the template's 120 and 900, so a resume does not wait a quarter of an hour). They are
+  drawn from the S3 flows' uploads: an archive has no create.
 
 It exits non-zero unless, for every upload: exactly 1 attachment (or archived copy), its sha256 matches, no orphan
 metadata (an attachment without its file, a DM item attached nowhere, a copy nobody asked for), none lost
@@ -162,6 +164,7 @@ class CallLog:
         self.lock = threading.Lock()
         self.calls = self.throttled = self.server_errors = self.dropped = self.honoured = self.early = 0
         self.early_after_giving_up = 0
+        self.waited_s = 0.0  # from each 429 to the same requestor's next call, summed
         self.early_gaps: list[tuple[float, float, str]] = []
         self.last_429: dict[int, tuple[float, float, str | None]] = {}
 
@@ -179,6 +182,7 @@ class CallLog:
                 if prior is not None:
                     at, wait, gave_up = prior
                     gap = time.monotonic() - at
+                    self.waited_s += gap
                     if gap >= wait - 0.05:
                         self.honoured += 1
                     elif gave_up:
@@ -266,7 +270,9 @@ def plan(count: int, seed: int, min_size: int, max_size: int, parents: dict[str,
     crashed = set(rng.sample(crash_candidates, max(1, round(CRASHES * count))))
     planned = []
     for n, flow in enumerate(flows):
-        parent = rng.choice(parents["issues" if flow == "archive" and n % 2 else "forms" if flow == "archive" else flow])
+        parent = rng.choice(
+            parents["issues" if flow == "archive" and n % 2 else "forms" if flow == "archive" else flow]
+        )
         if n == 0:
             size = min_size
         elif n == 1:
@@ -275,7 +281,13 @@ def plan(count: int, seed: int, min_size: int, max_size: int, parents: dict[str,
             size = int(math.exp(rng.uniform(math.log(min_size), math.log(max_size))))
         stem = f"{rng.choice(UNICODE_STEMS)} {n:04d}" if rng.random() < 0.25 else f"soak-{n:04d}"
         name = unicodedata.normalize("NFC", f"{stem}-{uuid.UUID(int=rng.getrandbits(128)).hex[:6]}.bin")
-        key = "" if flow == "archive" else f"rfis/{PROJECT}/{parent}/{name}" if flow == "rfis" else f"{flow}/{parent}/{name}"
+        key = (
+            ""
+            if flow == "archive"
+            else f"rfis/{PROJECT}/{parent}/{name}"
+            if flow == "rfis"
+            else f"{flow}/{parent}/{name}"
+        )
         planned.append(
             Planned(
                 n,
@@ -425,7 +437,9 @@ class Soak:
         event = webhook_event(f"{kind}.attachmentAttached.v1", content)
         event["messageId"] = message_id or f"soak-{up.n}-{uuid.uuid4().hex[:8]}"
         raw = json.dumps(event).encode()
-        answer = invoke(self.stack, WEBHOOKS, event_for(raw, [sign(WEBHOOK_SECRET, raw)]), log=self.log, container=container)
+        answer = invoke(
+            self.stack, WEBHOOKS, event_for(raw, [sign(WEBHOOK_SECRET, raw)]), log=self.log, container=container
+        )
         if answer["statusCode"] != 202:
             up.problems.append(f"webhook: answered {answer['statusCode']} {answer.get('body')}")
 

@@ -7,8 +7,8 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
-import os
 import math
+import os
 import sys
 import threading
 import time
