@@ -17,6 +17,7 @@ Usage: python bench/burst.py [--uploads 2000] [--rate 600] [--warmup 200]
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import sys
@@ -144,6 +145,7 @@ def run(stack: Any, args: argparse.Namespace, log: Any) -> dict[str, Any]:
         requests.post(
             f"{admin}/faults", json={"endpoint": "*", "rate_limit_per_minute": args.rate}, timeout=30
         ).raise_for_status()
+        began_burst = time.monotonic()
         burst = drain(calls)
         requests.delete(f"{admin}/faults", timeout=30).raise_for_status()
         burst["attached"] = attached(issue, files)
@@ -155,8 +157,35 @@ def run(stack: Any, args: argparse.Namespace, log: Any) -> dict[str, Any]:
         early_after_giving_up=calls.early_after_giving_up,
         early_calls=calls.early_gaps[:10],
         waited_s=calls.waited_s,
+        idle_s=idle_capacity(
+            [t for t in calls.served if t >= began_burst],
+            [w for w in calls.waits if w[0] >= began_burst],
+            concurrency,
+            args.rate,
+        ),
     )
     return {"warmup": warm, "burst": burst, "concurrency": concurrency}
+
+
+def idle_capacity(served: list[float], waits: list[tuple[float, float]], workers: int, rate: int) -> float:
+    """Seconds during which the limit had room (fewer than `rate` calls served in the last minute) while every worker
+    was sleeping out a 429's retry-after: capacity the burst left unused, on a 50 ms grid."""
+    if not served:
+        return 0.0
+    served = sorted(served)
+    start, end, step = served[0], served[-1], 0.05
+    edges = sorted([(a, 1) for a, _ in waits] + [(b, -1) for _, b in waits])
+    idle, sleeping, e = 0.0, 0, 0
+    t = start
+    while t < end:
+        while e < len(edges) and edges[e][0] <= t:
+            sleeping += edges[e][1]
+            e += 1
+        in_window = bisect.bisect_right(served, t) - bisect.bisect_right(served, t - 60.0)
+        if sleeping >= workers and in_window < rate:
+            idle += step
+        t += step
+    return idle
 
 
 def report(args: argparse.Namespace, results: dict[str, Any]) -> int:
@@ -177,6 +206,7 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> int:
         "429s_then_called_again_early": burst["early"],
         "429s_given_up_then_next_call_early": burst["early_after_giving_up"],
         "early_calls_after_429": burst["early_calls"],
+        "seconds_the_limit_had_room_while_every_worker_slept_out_a_429": round(burst["idle_s"], 1),
         "seconds_from_429s_to_the_next_call_per_worker": round(burst["waited_s"] / results["concurrency"], 1),
         "invocations": burst["invocations"],
         "records_returned_to_the_queue": burst["redelivered"],

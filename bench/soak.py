@@ -165,6 +165,8 @@ class CallLog:
         self.calls = self.throttled = self.server_errors = self.dropped = self.honoured = self.early = 0
         self.early_after_giving_up = 0
         self.waited_s = 0.0  # from each 429 to the same requestor's next call, summed
+        self.served: list[float] = []  # when each call that was not a 429 was answered (monotonic)
+        self.waits: list[tuple[float, float]] = []  # (429 answered, the same requestor's next call)
         self.early_gaps: list[tuple[float, float, str]] = []
         self.last_429: dict[int, tuple[float, float, str | None]] = {}
 
@@ -183,6 +185,7 @@ class CallLog:
                     at, wait, gave_up = prior
                     gap = time.monotonic() - at
                     self.waited_s += gap
+                    self.waits.append((at, at + gap))
                     if gap >= wait - 0.05:
                         self.honoured += 1
                     elif gave_up:
@@ -194,9 +197,14 @@ class CallLog:
                         self.early += 1
                         self.early_gaps.append((round(gap, 3), wait, f"{args[0]} {args[1]}"))
             try:
-                return real(requestor, *args, **kwargs)
+                answer = real(requestor, *args, **kwargs)
+                with self.lock:
+                    self.served.append(time.monotonic())
+                return answer
             except VendorError as error:
                 with self.lock:
+                    if error.http_status != 429:
+                        self.served.append(time.monotonic())
                     if error.http_status == 429:
                         self.throttled += 1
                         self.last_429[id(requestor)] = (time.monotonic(), float(error.retry_after or 0), None)
@@ -571,9 +579,10 @@ class Soak:
         for item_id, item in state["aps"]["items"].items():
             if item["name"] in soak_rfi_names and item_id not in attached_items:
                 orphans.append(f"DM item {item_id} ({item['name']}) is attached to no RFI")
+        archived = self.archive_versions()
         for up in uploads:
             if up.flow == "archive":
-                self.check_archive(up)
+                self.check_archive(up, archived.get(up.key, []))
             elif up.flow == "rfis":
                 self.check_rfi(up, rfi_atts.get(up.parent, []), state["aps"]["items"], records.get(up.key, []))
             else:
@@ -640,8 +649,16 @@ class Soak:
         ):
             up.problems.append("record: the record, the tags and the RFI name different attachments or items")
 
-    def check_archive(self, up: Planned) -> None:
-        versions = self.s3.list_object_versions(Bucket=self.bucket, Prefix=up.key).get("Versions", [])
+    def archive_versions(self) -> dict[str, list[dict[str, Any]]]:
+        """Every version under archive/, by its attachment's prefix, in one listing: moto server builds each
+        ListObjectVersions answer from the whole bucket, and one call per archive took its memory past 20 GiB."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix="archive/"):
+            for version in page.get("Versions", []):
+                found.setdefault(str(version["Key"]).rsplit("/", 1)[0] + "/", []).append(version)
+        return found
+
+    def check_archive(self, up: Planned, versions: list[dict[str, Any]]) -> None:
         kind = up.key.split("/")[1]
         record = self.delivery_record(f"archive#{kind}/{up.parent}/{up.attachment_id}") or {}
         status = record.get("status")
