@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 import requests
 
@@ -104,6 +105,7 @@ class SoakResult:
     crashes_fired: int
     calls: CallLog
     pumps: dict[str, dict[str, int]]
+    dead_lettered: list[str] = field(default_factory=list)
 
     def statuses(self) -> Counter[str]:
         return Counter(u.status for u in self.uploads)
@@ -134,6 +136,7 @@ class SoakResult:
             "crashes_fired": self.crashes_fired,
             "statuses": dict(self.statuses()),
             "dead_letter_queues": self.dlq,
+            "dead_lettered": self.dead_lettered,
             "faults_answered": {
                 "429": self.calls.throttled,
                 "5xx": self.calls.server_errors,
@@ -524,6 +527,25 @@ class Soak:
     def dead_letters(self) -> dict[str, int]:
         return {QUEUES[f][1]: self.depth(QUEUES[f][1]) for f in QUEUES}
 
+    def dead_lettered(self, uploads: list[Planned]) -> list[str]:
+        """What each message in the DLQs named, and what became of that upload (they stay queued)."""
+        by_key = {u.key: u for u in uploads}
+        found = []
+        for function in QUEUES:
+            url = self.stack.resources[QUEUES[function][1]]
+            messages = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=5)
+            for message in messages.get("Messages", []):
+                body = json.loads(message["Body"])
+                keys = [unquote_plus(r["s3"]["object"]["key"]) for r in body.get("Records", []) if "s3" in r]
+                keys = keys or [f"archive/{body.get('kind')}/{body.get('parentId')}/{body.get('attachmentId')}/"]
+                for key in keys:
+                    up = by_key.get(key)
+                    seen = (
+                        "not in the soak" if up is None else f"{up.status}, duplicate {up.duplicate}, crash {up.crash}"
+                    )
+                    found.append(f"{QUEUES[function][1]}: {key}: {seen}")
+        return found
+
     def records(self) -> dict[str, list[dict[str, Any]]]:
         ddb = self.stack.client("dynamodb")
         by_key: dict[str, list[dict[str, Any]]] = {}
@@ -678,8 +700,6 @@ class Soak:
 
 
 def _quote(key: str) -> str:
-    from urllib.parse import quote_plus
-
     return quote_plus(key, safe="/")
 
 
@@ -728,6 +748,7 @@ def run_soak(
         len(fired),
         calls,
         {f: dict(c) for f, c in pumps.items()},
+        soak.dead_lettered(uploads),
     )
 
 
