@@ -84,7 +84,7 @@ integration: $(VENV)/.installed
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no integration tests were collected"; exit 1; fi; exit $$rc
 
-## bench: memory, throughput and cold-start measurements (bench/)
+## bench: memory, throughput, cold-start, soak under faults and burst drain measurements (bench/)
 bench: $(VENV)/.installed
 	$(PY) bench/sandbox_put_memory.py
 	$(PY) bench/relay_throughput.py
@@ -92,6 +92,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/itwin_webhooks.py
 	$(PY) bench/s3_to_rfi.py
 	$(PY) bench/cold_start.py
+	$(PY) bench/soak.py
+	$(PY) bench/burst.py
 
 # devstack checks first that the local stack's own sandbox (or anything else) is not on the port.
 ## sandbox: run the platform sandbox alone, on port 8900 (SANDBOX_PORT=8901 moves it)

@@ -102,6 +102,13 @@ def local_env() -> None:
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     os.environ.update(POWERTOOLS_LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_TRACE_DISABLED="1")
+    # On Lambda the template's service name and metrics namespace exist before any import (tests/conftest.py
+    # sets them the same way); without a namespace a metric set that fills up cannot flush.
+    from devstack.template import load
+
+    variables = load()["Globals"]["Function"]["Environment"]["Variables"]
+    for name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+        os.environ.setdefault(name, str(variables[name]))
     logging.getLogger("botocore").setLevel(logging.ERROR)
 
 

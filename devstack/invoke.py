@@ -7,8 +7,10 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -122,17 +124,26 @@ def enter_environment(stack: LocalStack, function: str) -> None:
     os.environ.update(own)
 
 
-def load_handler(stack: LocalStack, function: str) -> Callable[[Any, Any], Any]:
-    """Import the function's module once per process, with its environment and layers set first, as Lambda does."""
+def _container_key(function: str, container: int) -> str:
+    return function if container == 0 else f"{function}#{container}"
+
+
+def load_handler(stack: LocalStack, function: str, container: int = 0) -> Callable[[Any, Any], Any]:
+    """Import the function's module once per process, with its environment and layers set first, as Lambda does.
+
+    `container` names one of several warm containers of the function (each its own import, so its own
+    clients and module state): what concurrent invocations run in. Container 0 is the one `loaded_module` sees.
+    """
     spec_info = check_function(stack, function)
     enter_environment(stack, function)
     module_name, _, attr = spec_info["handler"].rpartition(".")
-    if function not in _modules:
+    cache_key = _container_key(function, container)
+    if cache_key not in _modules:
         for path in reversed(layer_paths(function)):
             if str(path) not in sys.path:
                 sys.path.insert(0, str(path))
         path = ROOT / spec_info["code_uri"] / f"{module_name.replace('.', '/')}.py"
-        spec = importlib.util.spec_from_file_location(f"relay_function_{function}", path)
+        spec = importlib.util.spec_from_file_location(f"relay_function_{cache_key.replace('#', '_')}", path)
         if spec is None or spec.loader is None:
             raise RuntimeError(f"cannot load {path}")
         module = importlib.util.module_from_spec(spec)
@@ -147,9 +158,16 @@ def load_handler(stack: LocalStack, function: str) -> Callable[[Any, Any], Any]:
         except BaseException:
             del sys.modules[spec.name]
             raise
-        _modules[function] = module
-    handler: Callable[[Any, Any], Any] = getattr(_modules[function], attr)
+        _modules[cache_key] = module
+    handler: Callable[[Any, Any], Any] = getattr(_modules[cache_key], attr)
     return handler
+
+
+def discard_container(function: str, container: int = 0) -> None:
+    """Forget a warm container (its runtime died): the next invocation in it imports the module afresh."""
+    module = _modules.pop(_container_key(function, container), None)
+    if module is not None:
+        sys.modules.pop(module.__name__, None)
 
 
 def loaded_module(function: str) -> ModuleType:
@@ -163,43 +181,67 @@ def loaded_module(function: str) -> ModuleType:
         raise LookupError(f"{function} is not loaded in this process: load_handler() or invoke() it first") from None
 
 
+_output_lock = threading.Lock()
+_output_users = 0  # invocations running with their output sent to a log (concurrent workers share one)
+_output_saved: tuple[list[tuple[logging.StreamHandler[Any], Any]], Any, Any] | None = None
+
+
 @contextlib.contextmanager
 def _function_output(stack: LocalStack, function: str, log: TextIO | None) -> Iterator[None]:
-    """Send what the function writes (print, warnings, its Powertools logger) to `log`, as Lambda does to CloudWatch."""
+    """Send what the function writes (print, warnings, its Powertools logger) to `log`, as Lambda does to CloudWatch.
+
+    sys.stdout and the logger's stream belong to the process, so concurrent invocations (see `pump`'s
+    `concurrency`) share the switch: the first one in makes it, the last one out undoes it.
+    """
+    global _output_users, _output_saved
     if log is None:
         yield
         return
-    # Powertools logs through a stdlib logger named for the service, whose handler holds the stream it
-    # was created with; redirecting sys.stdout alone would not reach it.
-    service = stack.env(function).get("POWERTOOLS_SERVICE_NAME")
-    consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-    handlers = [
-        h
-        for h in (logging.getLogger(service).handlers if service else [])
-        if isinstance(h, logging.StreamHandler) and h.stream in consoles
-    ]
-    previous = [h.setStream(log) for h in handlers]
+    with _output_lock:
+        if _output_users == 0:
+            # Powertools logs through a stdlib logger named for the service, whose handler holds the stream it
+            # was created with; redirecting sys.stdout alone would not reach it.
+            service = stack.env(function).get("POWERTOOLS_SERVICE_NAME")
+            consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+            handlers = [
+                h
+                for h in (logging.getLogger(service).handlers if service else [])
+                if isinstance(h, logging.StreamHandler) and h.stream in consoles
+            ]
+            _output_saved = ([(h, h.setStream(log)) for h in handlers], sys.stdout, sys.stderr)
+            sys.stdout = sys.stderr = log
+        _output_users += 1
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            yield
+        yield
     finally:
-        for handler, stream in zip(handlers, previous, strict=True):
-            if stream is not None:
-                handler.setStream(stream)
+        with _output_lock:
+            _output_users -= 1
+            if _output_users == 0 and _output_saved is not None:
+                saved, sys.stdout, sys.stderr = _output_saved
+                for handler, stream in saved:
+                    if stream is not None:
+                        handler.setStream(stream)
+                _output_saved = None
 
 
 def invoke(
-    stack: LocalStack, function: str, event: Any, context: LambdaContext | None = None, *, log: TextIO | None = None
+    stack: LocalStack,
+    function: str,
+    event: Any,
+    context: LambdaContext | None = None,
+    *,
+    log: TextIO | None = None,
+    container: int = 0,
 ) -> Any:
-    """Run the function's handler on `event`. Its output goes to `log` (with Lambda's START/END/REPORT lines)
-    when given, else to this process's stdout."""
+    """Run the function's handler on `event` in warm container `container` (see `load_handler`). Its output goes
+    to `log` (with Lambda's START/END/REPORT lines) when given, else to this process's stdout."""
     check_function(stack, function)
     context = context or LambdaContext(function, function_timeout(function))
     if log is not None:
         log.write(f"START RequestId: {context.aws_request_id} Version: $LATEST\n")
     started = time.monotonic()
     try:
-        handler = load_handler(stack, function)
+        handler = load_handler(stack, function, container)
         enter_environment(stack, function)
         with _function_output(stack, function, log):
             return handler(event, context)
@@ -269,6 +311,8 @@ def pump(
     max_seconds: float = 300.0,
     retry_delay: int = 0,
     max_invocations: int | None = None,
+    concurrency: int = 1,
+    timeout_s: float | None = None,
     log: TextIO | None = None,
     errors: TextIO | None = None,
 ) -> PumpReport:
@@ -278,67 +322,107 @@ def pump(
       template's visibility timeout, so local retries (and the redrive to the DLQ) happen in seconds.
     - S3 notifications get the versionId AWS would send (moto leaves it out): see
       `devstack.notifications.complete_notification`.
+    - `concurrency` plays the event source mapping's MaximumConcurrency: that many workers, each polling
+      and invoking in a warm container of its own (see `load_handler`), at the same time.
+    - `timeout_s` replaces the template's Timeout for the invocations' LambdaContext (the retry deadline,
+      and how long an idempotency lock of a dead invocation lasts).
     - A crashed invocation (the handler raised) fails its whole batch, as on Lambda, and its
       exception is printed to `errors` (stderr by default): with the traceback the first time, one
       line when the same error repeats. A module that fails to import stops the pump with the batch
       still queued: retrying cannot fix it, and Lambda would only move the messages to the DLQ.
+    - A runtime that dies (a BaseException that is not KeyboardInterrupt or SystemExit: the process is
+      gone, nothing cleans up) loses its container, and its batch comes back once the invocation's
+      timeout has passed (on AWS the visibility timeout is longer still), when the locks it held expired.
     - `log` receives the function's own output (see `invoke`).
     """
     queue_url, queue_arn = queue_url_for(stack, function)
     sqs, s3 = stack.client("sqs"), stack.client("s3")
     report = PumpReport()
+    lock = threading.Lock()
     seen_errors: set[str] = set()
     bodies: dict[str, str] = {}  # message id -> completed body, so a redelivery names the same version
     deadline = time.monotonic() + max_seconds
-    idle = 0
-    while idle < idle_rounds and time.monotonic() < deadline:
-        if max_invocations is not None and report.invocations >= max_invocations:
-            break
-        messages = sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=batch_size,
-            WaitTimeSeconds=1,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        if not messages:
-            idle += 1
-            continue
+    timeout = timeout_s if timeout_s is not None else function_timeout(function)
+    stop = threading.Event()
+
+    def requeue(messages: list[dict[str, Any]], delay: int) -> None:
+        for message in messages:
+            with lock:
+                report.failed += 1
+            sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=delay
+            )
+
+    def worker(container: int) -> None:
         idle = 0
-        for message in messages:
-            body = bodies.setdefault(message["MessageId"], complete_notification(s3, message["Body"]))
-            if body != message["Body"]:
-                md5 = hashlib.md5(body.encode(), usedforsecurity=False).hexdigest()
-                message.update(Body=body, MD5OfBody=md5)
-        event = {"Records": [sqs_record(m, queue_arn) for m in messages]}
-        report.invocations += 1
-        try:
-            result = invoke(stack, function, event, log=log)
-            failed_ids = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
-        except FunctionImportError as exc:
-            # It will not import on the next try either: stop, and leave the batch on the queue instead of
-            # burning its receives on the way to the DLQ.
-            _report_crash(report, function, len(messages), exc, seen_errors, errors or sys.stderr)
+        while idle < idle_rounds and time.monotonic() < deadline and not stop.is_set():
+            with lock:
+                if max_invocations is not None and report.invocations >= max_invocations:
+                    return
+                report.invocations += 1
+            messages = sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=batch_size,
+                WaitTimeSeconds=1,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            if not messages:
+                with lock:
+                    report.invocations -= 1
+                idle += 1
+                continue
+            idle = 0
             for message in messages:
-                report.failed += 1
-                sqs.change_message_visibility(
-                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=retry_delay
-                )
-            break
-        except Exception as exc:  # noqa: BLE001 - a crashed invocation fails the whole batch, as on Lambda
-            failed_ids = {m["MessageId"] for m in messages}
-            _report_crash(report, function, len(messages), exc, seen_errors, errors or sys.stderr)
-        for message in messages:
-            if message["MessageId"] in failed_ids:
-                report.failed += 1
-                sqs.change_message_visibility(
-                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=retry_delay
-                )
-            else:
-                report.delivered += 1
-                report.test_events += is_test_event(message["Body"])
-                report.uploads += objects_in(message["Body"])
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                completed = complete_notification(s3, message["Body"])
+                with lock:
+                    body = bodies.setdefault(message["MessageId"], completed)
+                if body != message["Body"]:
+                    md5 = hashlib.md5(body.encode(), usedforsecurity=False).hexdigest()
+                    message.update(Body=body, MD5OfBody=md5)
+            event = {"Records": [sqs_record(m, queue_arn) for m in messages]}
+            context = LambdaContext(function, timeout)
+            try:
+                result = invoke(stack, function, event, context, log=log, container=container)
+                failed_ids = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+            except FunctionImportError as exc:
+                # It will not import on the next try either: stop, and leave the batch on the queue instead of
+                # burning its receives on the way to the DLQ.
+                with lock:
+                    _report_crash(report, function, len(messages), exc, seen_errors, errors or sys.stderr)
+                requeue(messages, retry_delay)
+                stop.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - a crashed invocation fails the whole batch, as on Lambda
+                failed_ids = {m["MessageId"] for m in messages}
+                with lock:
+                    _report_crash(report, function, len(messages), exc, seen_errors, errors or sys.stderr)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the runtime died mid-invocation
+                discard_container(function, container)
+                with lock:
+                    report.crashes.append(f"runtime died: {type(exc).__name__}: {exc}")
+                requeue(messages, math.ceil(max(context.get_remaining_time_in_millis() / 1000.0, 0)) + 1)
+                continue
+            for message in messages:
+                if message["MessageId"] in failed_ids:
+                    requeue([message], retry_delay)
+                else:
+                    with lock:
+                        report.delivered += 1
+                        report.test_events += is_test_event(message["Body"])
+                        report.uploads += objects_in(message["Body"])
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    if concurrency == 1:
+        worker(0)
+        return report
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return report
 
 

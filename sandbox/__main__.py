@@ -38,6 +38,7 @@ fault options (POST /__sandbox/faults; they add to what the endpoint has until D
   error_rate P               answer error_status (503) to a fraction P of calls, with retry_after S if set
   latency_ms N               every call waits N ms first
   drop_rate P                reset the connection on a fraction P of calls
+  throttle_rate P            429 with retry_after S (1 s if unset) to a fraction P of calls, beside error_rate
   fail_next [entry, ..]      the next calls' fates, in order; an entry with "count": N stands for N calls
     {"status": 503, "code"?, "message"?, "details"?, "retry_after"?}
                              an error in the vendor's body shape (iTwin, APS, or S3 XML for part URLs)

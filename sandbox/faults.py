@@ -15,6 +15,7 @@ from typing import Any
 
 SPEC_OPTIONS = frozenset(
     {"rate_limit_per_minute", "error_rate", "error_status", "retry_after", "latency_ms", "drop_rate", "fail_next"}
+    | {"throttle_rate"}
 )
 ENTRY_OPTIONS = frozenset(
     {"status", "code", "message", "details", "retry_after", "drop", "latency_ms", "count"}
@@ -57,6 +58,9 @@ class FaultSpec:
     retry_after: int | None = None
     latency_ms: int = 0
     drop_rate: float = 0.0
+    # Share of calls answered 429 with `retry_after` (1 s when unset), beside `error_rate`'s own status:
+    # a 429 mix and a 5xx mix on one endpoint. Drawn after drop_rate and before error_rate.
+    throttle_rate: float = 0.0
     fail_next: deque[Fault] = field(default_factory=deque)  # each entry is one future call's fate, in order
     window: deque[float] = field(default_factory=deque)
 
@@ -212,6 +216,8 @@ class FaultInjector:
                     spec.window.append(now)
                 if spec.drop_rate and self._rng.random() < spec.drop_rate:
                     return Fault("drop")
+                if spec.throttle_rate and self._rng.random() < spec.throttle_rate:
+                    return Fault("error", 429, spec.retry_after or 1)
                 if spec.error_rate and self._rng.random() < spec.error_rate:
                     return Fault("error", spec.error_status, spec.retry_after)
         return None
