@@ -238,3 +238,26 @@ def test_an_encoded_percent_is_a_percent():
     }
     (upload,) = parse_message(json.dumps({"Records": [record]})).uploads
     assert upload.key == "a%00.jpg"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        (("v1", '"e1"'), ("v1", None), True),  # a re-sent notification without the eTag: the same version
+        (("v1", '"e1"'), ("v1", '"e2"'), True),  # the version names the upload
+        (("v1", '"e1"'), ("v2", '"e1"'), False),  # two versions with one content are two uploads
+        ((None, '"e1"'), (None, '"e1"'), True),  # an unversioned bucket: the eTag names it
+        ((None, '"e1"'), (None, '"e2"'), False),
+    ],
+)
+def test_the_idempotency_key_is_the_version_or_else_the_etag(first, second, same):
+    import dataclasses
+
+    import jmespath  # type: ignore[import-untyped]
+
+    from relay.aws.s3events import IDEMPOTENCY_KEY, Upload
+
+    def key(version: str | None, etag: str | None) -> object:
+        return jmespath.search(IDEMPOTENCY_KEY, dataclasses.asdict(Upload("b", "k", version, etag)))
+
+    assert (key(*first) == key(*second)) is same

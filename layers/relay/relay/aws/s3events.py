@@ -14,6 +14,12 @@ MAX_BODY_CHARS = 256 * 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+# What makes two notifications one upload, for Powertools idempotency: the version, or the eTag where the bucket
+# keeps none. Never both: a re-sent notification that lacks the eTag is still the same version, and must wait for
+# the first rather than relay it a second time beside it.
+IDEMPOTENCY_KEY = "[bucket, key, version_id || etag]"
+
+
 @dataclass(frozen=True)
 class Upload:
     """One uploaded object version: the unit of exactly-once."""

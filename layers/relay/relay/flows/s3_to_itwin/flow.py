@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
 
-from relay.aws.s3events import Upload, parse_message
+from relay.aws.s3events import IDEMPOTENCY_KEY, Upload, parse_message
 from relay.aws.s3objects import ObjectInfo, ObjectStore
 from relay.aws.transfers import Status, Step, TransferRecord, TransferRecords
 from relay.errors import (
@@ -161,7 +161,7 @@ class S3ToItwinFlow:
         self.clock = clock
         self.idempotency = IdempotencyConfig(
             # The etag is fixed for a version, so it adds nothing on versioned buckets and names the upload on others.
-            event_key_jmespath="[bucket, key, version_id, etag]",
+            event_key_jmespath=IDEMPOTENCY_KEY,
             raise_on_no_idempotency_key=True,
             expires_after_seconds=IDEMPOTENCY_EXPIRY,
         )

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePer
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
 from botocore.config import Config
 
-from relay.aws.s3events import Upload, parse_message
+from relay.aws.s3events import IDEMPOTENCY_KEY, Upload, parse_message
 from relay.aws.s3objects import ObjectInfo, ObjectStore
 from relay.aws.transfers import Status, Step, TransferRecord, TransferRecords
 from relay.errors import (
@@ -153,7 +153,7 @@ class S3ToRfiFlow:
         self.clock = clock
         self._projects: dict[tuple[str, str, str], Project] = {}
         self.idempotency = IdempotencyConfig(
-            event_key_jmespath="[bucket, key, version_id, etag]",
+            event_key_jmespath=IDEMPOTENCY_KEY,
             raise_on_no_idempotency_key=True,
             expires_after_seconds=IDEMPOTENCY_EXPIRY,
         )
