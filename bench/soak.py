@@ -597,7 +597,7 @@ class Soak:
             if key.split("/", 1)[0] == self.container
         }
         attached_items = {a["urn"] for atts in rfi_atts.values() for a in atts}
-        soak_rfi_names = {u.name for u in uploads if u.flow == "rfis"}
+        soak_rfi_names = {dm_name(u) for u in uploads if u.flow == "rfis"}
         for item_id, item in state["aps"]["items"].items():
             if item["name"] in soak_rfi_names and item_id not in attached_items:
                 orphans.append(f"DM item {item_id} ({item['name']}) is attached to no RFI")
@@ -653,7 +653,7 @@ class Soak:
     ) -> None:
         tags = self.tags(up)
         record = self.settled(up, tags, records)
-        mine = [a for a in atts if items.get(a["urn"], {}).get("name") == up.name]
+        mine = [a for a in atts if items.get(a["urn"], {}).get("name") == dm_name(up)]
         if up.status != "attached":
             if mine:
                 up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status} ({up.error})")
@@ -789,6 +789,13 @@ def main() -> int:
             proc.terminate()
             proc.wait(10)
     return report(result)
+
+
+def dm_name(up: Planned) -> str:
+    """The DM item an RFI upload makes is named as the flow names it (the RFI id, then the file name)."""
+    from relay.flows.s3_to_rfi.targets import parse_target
+
+    return parse_target(up.key).dm_name
 
 
 if __name__ == "__main__":
