@@ -65,23 +65,29 @@ scan: $(SCAN_VENV)/.installed
 build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PIP="$(CURDIR)/$(VENV)/bin/python -m pip" $(SAM) build
 
+# The tiers run in parallel under pytest-xdist: PYTEST_WORKERS processes (each integration worker starts its own
+# moto server, sandbox and gateway on free ports), each test file on one worker. PYTEST_WORKERS=0 runs serially,
+# in one process, as before; PYTEST_WORKERS=auto uses one worker per core.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+
 # pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
 # The unit tier alone must cover the flows and their AWS adapters: the figure is printed, and under 90% fails.
 COVERAGE := --cov=relay.flows --cov=relay.aws --cov-report=term --cov-fail-under=90
 
 ## unit: unit tests (no network), printing the flows' and adapters' coverage
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(COVERAGE); rc=$$?; \
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(XDIST) $(COVERAGE); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no unit tests were collected"; exit 1; fi; exit $$rc
 
 ## sandbox-tier: the sandbox checked against itself (fault shapes, webhook signing, its command line)
 sandbox-tier: $(VENV)/.installed
-	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider; rc=$$?; \
+	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider $(XDIST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no sandbox tests were collected"; exit 1; fi; exit $$rc
 
 ## integration: integration tests against moto server and the sandbox (about 5 minutes)
 integration: $(VENV)/.installed
-	$(PY) -m pytest tests/integration -q -p no:cacheprovider; rc=$$?; \
+	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no integration tests were collected"; exit 1; fi; exit $$rc
 
 ## bench: memory, throughput and cold-start measurements (bench/)
