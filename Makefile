@@ -85,7 +85,7 @@ sandbox-tier: $(VENV)/.installed
 	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider $(XDIST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no sandbox tests were collected"; exit 1; fi; exit $$rc
 
-## integration: integration tests against moto server and the sandbox (about 5 minutes)
+## integration: integration tests against moto server and the sandbox, 2 workers (about 4 minutes; PYTEST_WORKERS=0 serial)
 integration: $(VENV)/.installed
 	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no integration tests were collected"; exit 1; fi; exit $$rc
