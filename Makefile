@@ -65,11 +65,14 @@ scan: $(SCAN_VENV)/.installed
 build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PIP="$(CURDIR)/$(VENV)/bin/python -m pip" $(SAM) build
 
-# The tiers run in parallel under pytest-xdist: PYTEST_WORKERS processes (each integration worker starts its own
-# moto server, sandbox and gateway on free ports), each test file on one worker. PYTEST_WORKERS=0 runs serially,
-# in one process, as before; PYTEST_WORKERS=auto uses one worker per core.
-PYTEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
+# The tiers run in parallel under pytest-xdist, each test file on one worker (each integration worker starts its
+# own moto server, sandbox and gateway on free ports). PYTEST_WORKERS=N sets the workers of every tier; unset,
+# the unit and sandbox tiers (CPU-bound) take 2 and the integration tier (mostly waiting on I/O) takes 3.
+# PYTEST_WORKERS=0 runs serially, in one process, as before; PYTEST_WORKERS=auto uses one worker per core.
+PYTEST_WORKERS ?=
+xdist = $(if $(filter 0,$(1)),-p no:xdist,-n $(1) --dist loadfile)
+XDIST = $(call xdist,$(or $(PYTEST_WORKERS),2))
+XDIST_INTEGRATION = $(call xdist,$(or $(PYTEST_WORKERS),3))
 
 # pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
 # The unit tier alone must cover the flows and their AWS adapters: the figure is printed, and under 90% fails.
@@ -85,9 +88,9 @@ sandbox-tier: $(VENV)/.installed
 	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider $(XDIST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no sandbox tests were collected"; exit 1; fi; exit $$rc
 
-## integration: integration tests against moto server and the sandbox, 2 workers (about 4 minutes; PYTEST_WORKERS=0 serial)
+## integration: integration tests against moto server and the sandbox, 3 workers (about 3 minutes; PYTEST_WORKERS=0 serial)
 integration: $(VENV)/.installed
-	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST); rc=$$?; \
+	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST_INTEGRATION); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no integration tests were collected"; exit 1; fi; exit $$rc
 
 ## bench: memory, throughput and cold-start measurements (bench/)
