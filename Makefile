@@ -65,23 +65,32 @@ scan: $(SCAN_VENV)/.installed
 build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PIP="$(CURDIR)/$(VENV)/bin/python -m pip" $(SAM) build
 
+# The tiers run in parallel under pytest-xdist, each test file on one worker (each integration worker starts its
+# own moto server, sandbox and gateway on free ports). PYTEST_WORKERS=N sets the workers of every tier; unset,
+# the unit and sandbox tiers (CPU-bound) take 2 and the integration tier (mostly waiting on I/O) takes 3.
+# PYTEST_WORKERS=0 runs serially, in one process, as before; PYTEST_WORKERS=auto uses one worker per core.
+PYTEST_WORKERS ?=
+xdist = $(if $(filter 0,$(1)),-p no:xdist,-n $(1) --dist loadfile)
+XDIST = $(call xdist,$(or $(PYTEST_WORKERS),2))
+XDIST_INTEGRATION = $(call xdist,$(or $(PYTEST_WORKERS),3))
+
 # pytest exits 5 when it collected nothing: that is a broken suite, never a pass.
 # The unit tier alone must cover the flows and their AWS adapters: the figure is printed, and under 90% fails.
 COVERAGE := --cov=relay.flows --cov=relay.aws --cov-report=term --cov-fail-under=90
 
 ## unit: unit tests (no network), printing the flows' and adapters' coverage
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(COVERAGE); rc=$$?; \
+	$(PY) -m pytest tests/unit -q -p no:cacheprovider $(XDIST) $(COVERAGE); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no unit tests were collected"; exit 1; fi; exit $$rc
 
 ## sandbox-tier: the sandbox checked against itself (fault shapes, webhook signing, its command line)
 sandbox-tier: $(VENV)/.installed
-	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider; rc=$$?; \
+	$(PY) -m pytest tests/sandbox -q -p no:cacheprovider $(XDIST); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no sandbox tests were collected"; exit 1; fi; exit $$rc
 
-## integration: integration tests against moto server and the sandbox (about 5 minutes)
+## integration: integration tests against moto server and the sandbox, 3 workers (about 3 minutes; PYTEST_WORKERS=0 serial)
 integration: $(VENV)/.installed
-	$(PY) -m pytest tests/integration -q -p no:cacheprovider; rc=$$?; \
+	$(PY) -m pytest tests/integration -q -p no:cacheprovider $(XDIST_INTEGRATION); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no integration tests were collected"; exit 1; fi; exit $$rc
 
 ## bench: memory, throughput, cold-start, soak under faults and burst drain measurements (bench/)

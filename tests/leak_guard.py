@@ -48,6 +48,7 @@ SECRET_FIELDS = {
     "previous": "webhook secret",
 }
 FILE_LIMIT = 64 * 1024 * 1024  # larger files under the temporary directory are payloads, not logs
+WORKER_KEY = "leak_guard_findings"  # where an xdist worker puts its findings in `config.workeroutput`
 STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None))) | {
     "message",
     "asctime",
@@ -250,6 +251,8 @@ class LeakGuard:
         self.stores: weakref.WeakSet[Any] = weakref.WeakSet()
         self._undo: list[Callable[[], None]] = []
         self._streams: tuple[TextIO, TextIO] | None = None
+        self.worker_findings: set[Finding] = set()  # what xdist workers reported (on the controller)
+        self.workers_checked = 0
 
     # -- setting up --------------------------------------------------------------------------------
 
@@ -359,6 +362,12 @@ class LeakGuard:
 
     # -- hooks -------------------------------------------------------------------------------------
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """On the xdist controller: take over a worker's findings, which its own session cannot fail on."""
+        self.worker_findings.update(worker_verdict(getattr(node, "workeroutput", None), _worker_name(node), error))
+        self.workers_checked += 1
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._report(report, f"{report.nodeid} ({report.when})")
 
@@ -399,6 +408,12 @@ class LeakGuard:
         checking = time.monotonic()
         findings = d.findings()
         took = time.monotonic() - checking
+        workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            # An xdist worker: its exit status never reaches the controller, so hand the verdict over.
+            workeroutput[WORKER_KEY] = [[f.kind, f.where] for f in findings]
+            return
+        findings = sorted({*findings, *self.worker_findings}, key=lambda f: (f.where, f.kind))
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         write: Callable[[str], None] = (
             (lambda line: reporter.write_line(line)) if reporter is not None else (lambda line: print(line))
@@ -406,10 +421,11 @@ class LeakGuard:
         if not findings:
             if reporter is not None:
                 reporter.write_sep("-", "leak guard")
+            workers = f", and no finding in {self.workers_checked} xdist worker(s)" if self.workers_checked else ""
             write(
                 f"leak guard: no secret in the output ({len(d.secrets)} secrets, "
                 f"{sum(len(t) for t in d.texts.values())} texts, {len(d.files)} files, "
-                f"{len(d.error_messages)} error messages checked in {took:.2f} s)"
+                f"{len(d.error_messages)} error messages checked in {took:.2f} s{workers})"
             )
             return
         if reporter is not None:
@@ -427,6 +443,24 @@ class LeakGuard:
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
+
+
+def worker_verdict(workeroutput: dict[str, Any] | None, worker: str, error: object) -> list[Finding]:
+    """The findings an xdist worker handed over; a worker that handed over no verdict is a finding itself.
+
+    A worker that crashed or never reached its session's end had its output checked by nobody, so the run
+    cannot pass on its account.
+    """
+    verdict = (workeroutput or {}).get(WORKER_KEY)
+    if not isinstance(verdict, list):
+        why = "crashed" if error else "ended"
+        return [Finding("unchecked output", f"xdist worker {worker}, which {why} without a leak guard verdict")]
+    return [Finding(str(kind), str(where)) for kind, where in verdict]
+
+
+def _worker_name(node: Any) -> str:
+    gateway = getattr(node, "gateway", None)
+    return str(getattr(gateway, "id", None) or getattr(node, "workerid", "?"))
 
 
 def _argv(args: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.leak_guard import Finding, LeakDetector, LeakGuard, RecordTap, secrets_in
+from tests.leak_guard import Finding, LeakDetector, LeakGuard, RecordTap, secrets_in, worker_verdict
 
 
 def planted() -> str:
@@ -163,3 +164,72 @@ def test_subprocess_output_is_read_and_a_secret_in_the_command_line_is_not_print
     assert finding.where.startswith("the output of subprocess ")
     assert "[secret]" in finding.where
     assert value not in str(finding)
+
+
+# -- under pytest-xdist: a worker's session cannot fail the run, so the controller judges its findings --------
+
+# The leak is in a subprocess's captured output, which only the worker running the test sees: a test's
+# captured stdout would also reach the controller in the test's report, and prove nothing about workers.
+LEAKING = """
+import subprocess, sys
+
+def test_a_subprocess_prints_the_webhook_secret():
+    code = "from sandbox.seed import WEBHOOK_SECRET; print('signing with', WEBHOOK_SECRET)"
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+
+def test_quiet():
+    pass
+"""
+CLEAN = """
+def test_quiet():
+    print("nothing to hide")
+
+def test_also_quiet():
+    pass
+"""
+
+
+def inner_session(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A pytest session of its own, under the leak guard, with the project importable."""
+    (tmp_path / "test_inner.py").write_text(source)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "layers" / "relay"), str(root)])}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.leak_guard", *args]
+    return subprocess.run(
+        [*command, str(tmp_path / "test_inner.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("workers", [["-n", "2"], ["-p", "no:xdist"]], ids=["xdist-2-workers", "no-xdist"])
+def test_a_secret_a_test_prints_fails_the_run_with_or_without_xdist_workers(tmp_path: Path, workers: list[str]):
+    from sandbox.seed import WEBHOOK_SECRET
+
+    done = inner_session(tmp_path, LEAKING, *workers)
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout[-3000:]
+    assert "2 passed" in done.stdout  # the tests themselves pass: only the guard fails the run
+    assert "leak guard: FAILED, 1 finding(s):" in done.stdout
+    assert "  a webhook secret appears in the output of subprocess " in done.stdout
+    assert WEBHOOK_SECRET not in done.stdout + done.stderr
+
+
+def test_clean_xdist_workers_each_hand_over_a_verdict_and_the_run_passes(tmp_path: Path):
+    done = inner_session(tmp_path, CLEAN, "-n", "2")
+    assert done.returncode == pytest.ExitCode.OK, done.stdout[-3000:]
+    assert "and no finding in 2 xdist worker(s)" in done.stdout
+
+
+def test_a_worker_that_hands_over_no_verdict_is_a_finding_and_one_that_does_passes_its_findings_on():
+    assert worker_verdict({"leak_guard_findings": []}, "gw0", None) == []
+    assert worker_verdict({"leak_guard_findings": [["access token", "stdout of t.py::x (call)"]]}, "gw1", None) == [
+        Finding("access token", "stdout of t.py::x (call)")
+    ]
+    (crashed,) = worker_verdict(None, "gw2", "worker 'gw2' crashed")
+    assert str(crashed) == "an unchecked output appears in xdist worker gw2, which crashed without a leak guard verdict"
+    (silent,) = worker_verdict({"exitstatus": 0}, "gw3", None)
+    assert "xdist worker gw3, which ended without a leak guard verdict" in str(silent)
