@@ -110,6 +110,9 @@ class SoakResult:
     def statuses(self) -> Counter[str]:
         return Counter(u.status for u in self.uploads)
 
+    def _faults(self) -> tuple[int, int, int]:
+        return self.calls.throttled, self.calls.server_errors, self.calls.dropped
+
     def invariants(self) -> list[tuple[str, int, int]]:
         """(name, measured, target) for every invariant the soak holds."""
         problems = Counter(p.split(":")[0] for u in self.uploads for p in u.problems)
@@ -120,6 +123,9 @@ class SoakResult:
             ("orphan metadata", len(self.orphans), 0),
             ("lost uploads (neither attached nor visibly failed or rejected)", lost, 0),
             ("uploads whose record and tags disagree", problems["record"], 0),
+            # A soak whose faults never fired proves nothing: each planned crash fired, and each kind was answered.
+            ("planned crashes that did not fire", sum(u.crash for u in self.uploads) - self.crashes_fired, 0),
+            ("fault kinds (429, 5xx, dropped) never answered", sum(n == 0 for n in self._faults()), 0),
         ]
 
     def ok(self) -> bool:
@@ -198,7 +204,8 @@ class CallLog:
                         self.early_gaps.append((round(gap, 3), wait, gave_up))
                     else:
                         self.early += 1
-                        self.early_gaps.append((round(gap, 3), wait, f"{args[0]} {args[1]}"))
+                        # Without the query: a signed part URL carries its signature there.
+                        self.early_gaps.append((round(gap, 3), wait, f"{args[0]} {str(args[1]).split('?', 1)[0]}"))
             try:
                 answer = real(requestor, *args, **kwargs)
                 with self.lock:
@@ -397,7 +404,7 @@ class Soak:
 
     def message(self, up: Planned) -> str:
         # What S3 sends again for a duplicate: the same object, eTag and versionId included (the idempotency key
-        # is bucket, key, version and eTag).
+        # is the version, or else the eTag: a duplicate without its eTag is the same upload all the same).
         obj = {"key": _quote(up.key), "size": up.size, "eTag": up.etag, "versionId": up.version_id}
         return json.dumps(
             {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": self.bucket}, "object": obj}}]}

@@ -483,7 +483,7 @@ VENDOR = {
         [{"status": 429, "headers": {"Retry-After": "{date+20}"}, "body": ""}],
         "attached",
         None,
-        waits=lambda w: len(w) == 1 and 10 < w[0] <= 21,
+        waits=lambda w: len(w) == 1 and 0 < w[0] <= 21,  # read as a date: seconds until it, never a day
     ),
     "upload-429-retry-after-http-date-in-the-past": VendorCase(
         "itwin.issues.upload",
