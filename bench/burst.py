@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from bench.common import local_env, start_servers
+from bench.common import local_env, provisioned_stack
 from bench.soak import QUEUES, S3_ITWIN, CallLog
 
 TARGET = 1.15
@@ -43,20 +43,11 @@ def main() -> int:
     args = parser.parse_args()
     local_env()
     os.environ.update(RELAY_RETRY_BASE_DELAY="0.05", RELAY_RETRY_MAX_DELAY="0.5")
-    moto_url, sandbox_url, procs = start_servers()
-    try:
-        from devstack.invoke import open_log
-        from devstack.stack import provision
-        from devstack.template import ROOT
+    from devstack.invoke import open_log
+    from devstack.template import ROOT
 
-        stack = provision(moto_url, sandbox_url)
-        os.environ.update(stack.aws_env())
-        with open_log(ROOT / args.log, truncate=True) as log:
-            results = run(stack, args, log)
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+    with provisioned_stack() as stack, open_log(ROOT / args.log, truncate=True) as log:
+        results = run(stack, args, log)
     return report(args, results)
 
 

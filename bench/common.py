@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,20 @@ def start_servers(*sandbox_args: str) -> tuple[str, str, list[subprocess.Popen[b
         start(["-m", "sandbox", "--port", str(sandbox_port), *sandbox_args], f"{sandbox_url}/__sandbox/health"),
     ]
     return moto_url, sandbox_url, procs
+
+
+@contextlib.contextmanager
+def provisioned_stack(*sandbox_args: str) -> Iterator[Any]:
+    """moto server and the sandbox started, the local stack provisioned on them and its AWS environment set;
+    both servers stopped on the way out."""
+    from devstack.stack import provision
+
+    moto_url, sandbox_url, procs = start_servers(*sandbox_args)
+    try:
+        stack = provision(moto_url, sandbox_url)
+        os.environ.update(stack.aws_env())
+        yield stack
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)

@@ -46,7 +46,7 @@ from urllib.parse import quote_plus, unquote_plus
 
 import requests
 
-from bench.common import MiB, local_env, start_servers
+from bench.common import MiB, local_env, provisioned_stack
 
 S3_ITWIN, S3_RFI, ARCHIVE, WEBHOOKS = "S3ToItwinFunction", "S3ToRfiFunction", "ArchiveFunction", "ItwinWebhooksFunction"
 HUB, PROJECT = "b.demo-hub", "b.demo-project"
@@ -631,18 +631,24 @@ class Soak:
             up.status = "lost"
         return record
 
-    def check_itwin(self, up: Planned, atts: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
-        tags = self.tags(up)
-        record = self.settled(up, tags, records)
-        mine = [a for a in atts if a["fileName"] == up.name]
+    @staticmethod
+    def only_one(up: Planned, mine: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The upload's one attachment, or None with the problem noted (an upload not attached must have none)."""
         if up.status != "attached":
             if mine:
                 up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status} ({up.error})")
-            return
+            return None
         if len(mine) != 1:
             up.problems.append(f"attachments: {len(mine)}")
+            return None
+        return mine[0]
+
+    def check_itwin(self, up: Planned, atts: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+        tags = self.tags(up)
+        record = self.settled(up, tags, records)
+        att = self.only_one(up, [a for a in atts if a["fileName"] == up.name])
+        if att is None:
             return
-        (att,) = mine
         if att["sha256"] != up.sha256:
             up.problems.append("sha256: the attachment's file differs")
         if record is not None and not (record.get("attachment_id") == tags.get("relay-attachment-id") == att["id"]):
@@ -660,15 +666,9 @@ class Soak:
     ) -> None:
         tags = self.tags(up)
         record = self.settled(up, tags, records)
-        mine = [a for a in atts if items.get(a["urn"], {}).get("name") == dm_name(up)]
-        if up.status != "attached":
-            if mine:
-                up.problems.append(f"attachments: {len(mine)} for an upload that is {up.status} ({up.error})")
+        att = self.only_one(up, [a for a in atts if items.get(a["urn"], {}).get("name") == dm_name(up)])
+        if att is None:
             return
-        if len(mine) != 1:
-            up.problems.append(f"attachments: {len(mine)}")
-            return
-        (att,) = mine
         versions = [v["sha256"] for v in items[att["urn"]]["versions"]]
         if versions != [up.sha256]:
             up.problems.append(f"sha256: the DM item's versions are {len(versions)}, matching: {up.sha256 in versions}")
@@ -779,22 +779,11 @@ def main() -> int:
     local_env()
     # Short backoff, set as a user would (retry-after is still honoured).
     os.environ.update(RELAY_RETRY_BASE_DELAY="0.05", RELAY_RETRY_MAX_DELAY="0.5")
-    moto_url, sandbox_url, procs = start_servers()
-    try:
-        from devstack.invoke import open_log
-        from devstack.stack import provision
-        from devstack.template import ROOT
+    from devstack.invoke import open_log
+    from devstack.template import ROOT
 
-        stack = provision(moto_url, sandbox_url)
-        os.environ.update(stack.aws_env())
-        with open_log(ROOT / args.log, truncate=True) as log:
-            result = run_soak(
-                stack, args.uploads, seed=args.seed, min_size=args.min_size, max_size=args.max_size, log=log
-            )
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+    with provisioned_stack() as stack, open_log(ROOT / args.log, truncate=True) as log:
+        result = run_soak(stack, args.uploads, seed=args.seed, min_size=args.min_size, max_size=args.max_size, log=log)
     return report(result)
 
 
