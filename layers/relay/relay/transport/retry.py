@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from relay.errors import Outcome, RelayError, VendorError
+from relay.errors import Outcome, RelayError, ServerError, VendorError
+
+T = TypeVar("T")
 
 
 def full_jitter(delay: float) -> float:
@@ -71,3 +73,28 @@ class Deadline:
 
     def remaining(self) -> float | None:
         return None if self._remaining_ms is None else self._remaining_ms() / 1000.0
+
+
+def post_once(
+    post: Callable[[], T], find: Callable[[], T | None], pause: Callable[[VendorError, int], bool]
+) -> tuple[T, bool]:
+    """Send a create that must happen once; return its result, and True when it was found instead of made.
+
+    After an ambiguous failure (a lost answer, or a 5xx that may follow the work) `find` looks first. A 5xx was
+    an answer: the server is done with the request, so with nothing found the POST is sent again after
+    `pause` (the requestor's policy and deadline). A lost answer may still be at work: with nothing found, the
+    error is raised, for the message to come back.
+    """
+    round_ = 0
+    while True:
+        round_ += 1
+        try:
+            return post(), False
+        except VendorError as error:
+            if not error.ambiguous:
+                raise
+            found = find()
+            if found is not None:
+                return found, True
+            if not (isinstance(error, ServerError) and pause(error, round_)):
+                raise

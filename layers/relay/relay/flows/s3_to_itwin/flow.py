@@ -32,19 +32,17 @@ from relay.errors import (
     ObjectStoreError,
     Outcome,
     RelayError,
-    ServerError,
     SupersededError,
     UnexpectedStatusError,
     UnresolvedCreateError,
     UnsafeLocationError,
-    VendorConnectionError,
     VendorError,
     outcome_of,
 )
 from relay.flows.s3_to_itwin.targets import ItwinTarget, parse_target
 from relay.observability import logger, metrics
 from relay.settings import Settings
-from relay.transport.retry import Deadline
+from relay.transport.retry import Deadline, post_once
 from relay.vendors.factory import itwin_client
 from relay.vendors.itwin import CreatedAttachment, ITwinClient, usable_id
 
@@ -330,31 +328,25 @@ class S3ToItwinFlow:
         nothing the POST is sent again, after the policy's wait. A lost answer may still be at work: with
         nothing found, the create stays unresolved and the message comes back.
         """
-        round_ = 0
-        while True:
-            round_ += 1
-            try:
-                created = self.itwin.create_attachment(
+        try:
+            return post_once(
+                lambda: self.itwin.create_attachment(
                     target.kind,
                     target.parent_id,
                     target.file_name,
                     info.metadata.get("caption"),
                     info.metadata.get("binding"),
-                )
-                return created, False
-            except (VendorConnectionError, ServerError) as error:
-                if not error.ambiguous:
-                    raise
-                adopted = self._adopt(attempt.upload, target, info)
-                if adopted is not None:
-                    return adopted, True
-                if isinstance(error, ServerError) and self.itwin.pause(error, round_):
-                    continue
+                ),
+                lambda: self._adopt(attempt.upload, target, info),
+                self.itwin.pause,
+            )
+        except VendorError as error:
+            if error.ambiguous:
                 attempt.unresolved_create = (
                     f"a create's answer was lost or failed ({error.code}) and no file-less {target.file_name!r} "
                     f"was found under {target.describe()}: if one appears, it is this upload's orphan"
                 )
-                raise
+            raise
 
     def _record_created(self, up: Upload, created: CreatedAttachment, record: TransferRecord) -> CreatedAttachment:
         self.records.update(up, step=Step.CREATED, attachment_id=created.attachment_id, location=created.location)

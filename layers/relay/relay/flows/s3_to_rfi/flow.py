@@ -49,7 +49,7 @@ from relay.flows.s3_to_itwin.flow import NotFinalError, RetryLaterError, Transfe
 from relay.flows.s3_to_rfi.targets import RfiTarget, parse_target
 from relay.observability import logger, metrics
 from relay.settings import Settings
-from relay.transport.retry import Deadline
+from relay.transport.retry import Deadline, post_once
 from relay.vendors.aps import ApsClient, FolderItem, StorageObject
 from relay.vendors.factory import aps_client
 
@@ -434,19 +434,21 @@ class S3ToRfiFlow:
         still be at work: an empty listing sends the message back to the queue, never a blind second attach.
         """
         assert attempt.item_id is not None  # nosec B101  # for mypy: _ensure_version set it, or the record had it
-        adopted = self._adopt(project, target, attempt.item_id)
-        round_ = 0
-        while adopted is None:
-            round_ += 1
+        item_id = attempt.item_id
+        adopted = self._adopt(project, target, item_id)
+        if adopted is None:
             try:
-                answer = self.aps.attach_to_rfi(project.container_id, target.rfi_id, target.file_name, attempt.item_id)
-                adopted = str(answer["id"])
+                adopted, _ = post_once(
+                    lambda: str(
+                        self.aps.attach_to_rfi(project.container_id, target.rfi_id, target.file_name, item_id)["id"]
+                    ),
+                    lambda: self._adopt(project, target, item_id),  # it may have landed: never attach twice
+                    self.aps.pause,
+                )
             except VendorError as error:
-                if not error.ambiguous:
-                    raise step_error("attach", error) from error
-                adopted = self._adopt(project, target, attempt.item_id)  # it may have landed: never attach twice
-                if adopted is None and not (isinstance(error, ServerError) and self.aps.pause(error, round_)):
+                if error.ambiguous:
                     raise
+                raise step_error("attach", error) from error
         attempt.rfi_attachment_id = adopted
         self.records.update(attempt.upload, rfi_attachment_id=adopted)
 
